@@ -71,6 +71,14 @@ def save_checkpoint(path: str | os.PathLike, params, config: FlowConfig | Mappin
     return model_id_of(payload)
 
 
+def untrained_checkpoint(mode: str = "randwr", seed: int = 0, config: FlowConfig | Mapping | None = None) -> Checkpoint:
+    """Freshly initialised params (each block the identity): for demos and tests before training."""
+    cfg = FlowConfig.from_any(config)
+    params = jax.tree_util.tree_map(np.asarray, init_params(jax.random.key(seed), cfg))
+    payload = serialization.msgpack_serialize(params)
+    return Checkpoint(params, cfg, mode, model_id_of(payload), {"untrained": True, "seed": seed}, "<untrained>")
+
+
 def shipped_names() -> list[str]:
     return sorted(p.stem for p in WEIGHTS_DIR.glob(f"*{SUFFIX}"))
 

@@ -81,6 +81,14 @@ def quantize(images):
     return xp.round((xp.clip(images, -1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0
 
 
+def center_square(image_u8: np.ndarray) -> np.ndarray:
+    """The largest centred square of an [H, W, C] image."""
+    h, w = image_u8.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return image_u8[top:top + s, left:left + s]
+
+
 def resize(image_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resizes uint8 [H, W, 3] to (height, width) with a bicubic filter."""
     h, w = size

@@ -23,10 +23,11 @@ from proface_jax import coupling, flow
 from proface_jax.dwt import haar_dwt, haar_iwt
 
 
-def random_params(rng, config=None, scale: float = 1.0, shift_scale: float = 0.5):
+def random_params(rng, config=None, scale: float = 1.0, shift_scale: float = 0.5, internal_gain: float = 1.0):
     """Params with every conv drawn He-style (std √(2/fan_in)); the last conv of
     the scale subnets (ω, ρ) is multiplied by `scale`, that of the shift subnets
-    (φ, η) by `shift_scale`.
+    (φ, η) by `shift_scale`, and convs 1–4 by `internal_gain` (a smaller gain
+    makes each subnet smoother, i.e. a smaller Lipschitz constant).
 
     Unlike the authors' init (identity at start), these make every subnet
     matter, and a large `scale` drives e(s) into the soft clamp's saturation
@@ -40,7 +41,7 @@ def random_params(rng, config=None, scale: float = 1.0, shift_scale: float = 0.5
     out = []
     for (path, leaf), k in zip(leaves, keys):
         names = [getattr(p, "key", None) for p in path]
-        gain = 1.0
+        gain = internal_gain
         if "conv5" in names:
             gain = scale if ("omega" in names or "rho" in names) else shift_scale
         if leaf.ndim == 4:  # HWIO kernel
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", help="checkpoint path or shipped name; default: random params")
     ap.add_argument("--random-scale", type=float, default=8.0, help="last-conv gain of the random scale nets")
     ap.add_argument("--shift-scale", type=float, default=0.5, help="last-conv gain of the random shift nets")
+    ap.add_argument("--internal-gain", type=float, default=1.0, help="gain of convs 1-4 of the random subnets")
     ap.add_argument("--num-blocks", type=int, default=3, help="N for random params")
     ap.add_argument("--images", help="folder of face images (default: uniform noise images)")
     ap.add_argument("--batch", type=int, default=4)
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
         params, cfg, what = ck.params, ck.config, f"checkpoint {ck.path} (model {ck.model_id}, {ck.mode})"
     else:
         cfg = flow.FlowConfig(num_blocks=args.num_blocks)
-        params = random_params(rng, cfg, args.random_scale, args.shift_scale)
+        params = random_params(rng, cfg, args.random_scale, args.shift_scale, args.internal_gain)
         what = (f"random params (N={cfg.num_blocks}, last-conv gains scale {args.random_scale} / "
                 f"shift {args.shift_scale}, seed {args.seed})")
     shape = (args.batch, args.size, args.size, 3)

@@ -38,3 +38,13 @@ def utkface_faces(utkface_dir):
         return cache[key]
 
     return faces
+
+
+# Hypothesis profiles: "ci" (default) keeps the suite fast; HYPOTHESIS_PROFILE=dev digs deeper.
+# Shapes are drawn from a fixed small set so each jitted function compiles once per shape.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -1,0 +1,129 @@
+"""The `proface` command end to end on files: outputs, metadata, and every bad input."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import proface_jax
+from proface_jax import checkpoint, cli, images, photo
+from proface_jax.invertibility import random_params
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A non-identity model (random params, N=1) so protection visibly changes the image."""
+    d = tmp_path_factory.mktemp("model")
+    params = random_params(jax.random.key(0), {"num_blocks": 1}, 0.5, 0.05, 0.5)
+    proface_jax.save_checkpoint(d / "m.pfj", params, {"num_blocks": 1}, mode="randwr")
+    other = proface_jax.init_params(jax.random.key(1), {"num_blocks": 1})
+    proface_jax.save_checkpoint(d / "other.pfj", other, {"num_blocks": 1}, mode="randwr")
+    return d / "m.pfj", d / "other.pfj"
+
+
+@pytest.fixture
+def face(tmp_path):
+    from skimage import data
+
+    p = tmp_path / "face.png"
+    images.save_png(p, images.resize(data.astronaut()[20:276, 120:376], (32, 32)))
+    return p
+
+
+@pytest.fixture(autouse=True)
+def password(monkeypatch):
+    monkeypatch.setenv("PROFACE_PASSWORD", "hunter2 is not a good password")
+
+
+def run(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+def test_protect_then_recover(model, face, tmp_path, monkeypatch, capsys):
+    out, rec = tmp_path / "p.png", tmp_path / "r.png"
+    assert run("protect", face, "--out", out, "--checkpoint", model[0], "--obfuscator", "pixelate") == 0
+    pixels, meta = photo.load_protected(out)
+    assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
+    assert meta["kdf"]["algorithm"] == "scrypt" and meta["obfuscator"] == "pixelate"
+    assert meta["model_id"] == proface_jax.load_checkpoint(model[0]).model_id
+    assert "hunter2" not in json.dumps(meta)
+    assert run("recover", out, "--out", rec, "--checkpoint", model[0]) == 0
+    right = images.load_rgb(rec)
+    # the CLI's file path gives bit-for-bit what the library gives from the same 8-bit pixels
+    ck = proface_jax.load_checkpoint(model[0])
+    np.testing.assert_array_equal(right, photo.recover_photo(ck, pixels, meta, b"hunter2 is not a good password"))
+    monkeypatch.setenv("PROFACE_PASSWORD", "hunter3 is not a good password")
+    assert run("recover", out, "--out", tmp_path / "w.png", "--checkpoint", model[0]) == 0
+    wrong = images.load_rgb(tmp_path / "w.png")
+    assert np.mean(np.abs(wrong.astype(int) - right.astype(int))) > 5
+
+
+def test_password_file_and_salt_per_protection(model, face, tmp_path, monkeypatch):
+    monkeypatch.delenv("PROFACE_PASSWORD")
+    pw = tmp_path / "pw.txt"
+    pw.write_text("from a file\n")
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for out in (a, b):
+        assert run("protect", face, "--out", out, "--checkpoint", model[0], "--password-file", pw) == 0
+    assert photo.load_protected(a)[1]["kdf"]["salt"] != photo.load_protected(b)[1]["kdf"]["salt"]
+
+
+def _fails(capsys, *argv, match):
+    assert run(*argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("proface: error:") and match in err, err
+    assert err.count("\n") == 1, err  # one line
+
+
+def test_bad_inputs(model, face, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out.png"
+    m = model[0]
+    _fails(capsys, "protect", tmp_path / "missing.png", "--out", out, "--checkpoint", m, match="no such file")
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    _fails(capsys, "protect", junk, "--out", out, "--checkpoint", m, match="not an image")
+    odd = tmp_path / "odd.png"
+    images.save_png(odd, np.zeros((33, 32, 3), np.uint8))
+    _fails(capsys, "protect", odd, "--out", out, "--checkpoint", m, match="even height and width")
+    bad_ck = tmp_path / "bad.pfj"
+    bad_ck.write_bytes(m.read_bytes()[:-100])
+    _fails(capsys, "protect", face, "--out", out, "--checkpoint", bad_ck, match="truncated")
+    _fails(capsys, "protect", face, "--out", tmp_path / "p.jpg", "--checkpoint", m, match="PNG")
+    _fails(capsys, "recover", face, "--out", out, "--checkpoint", m, match="not a proface-protected PNG")
+    monkeypatch.setenv("PROFACE_PASSWORD", "")
+    _fails(capsys, "protect", face, "--out", out, "--checkpoint", m, match="no password")
+    assert not out.exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # no partial files left behind
+
+
+def test_recover_with_the_wrong_model_says_so(model, face, tmp_path, capsys):
+    out = tmp_path / "p.png"
+    assert run("protect", face, "--out", out, "--checkpoint", model[0]) == 0
+    _fails(capsys, "recover", out, "--out", tmp_path / "r.png", "--checkpoint", model[1], match="protected with model")
+    # a resized protected file is refused, not silently mis-recovered
+    pixels, meta = photo.load_protected(out)
+    photo.save_protected(out, np.ascontiguousarray(pixels[:30, :30]), meta)
+    _fails(capsys, "recover", out, "--out", tmp_path / "r.png", "--checkpoint", model[0], match="resized")
+
+
+def test_demo_writes_the_grid(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert run("demo", "--out", out, "--size", "64") == 0
+    grid = images.load_rgb(out)
+    assert grid.shape[0] == 64 + 4 and grid.shape[1] == 5 * 66 + 2
+    text = capsys.readouterr().out
+    if not checkpoint.shipped_names():
+        assert "UNTRAINED" in text
+
+
+@pytest.mark.skipif("randwr" not in checkpoint.shipped_names(), reason="no shipped randwr model in this install")
+def test_shipped_model_recovers_a_real_face_from_the_png(tmp_path, utkface_faces):
+    from proface_jax import metrics
+
+    face = utkface_faces(1, 112)[0]
+    src = tmp_path / "f.png"
+    images.save_png(src, face)
+    assert run("protect", src, "--out", tmp_path / "p.png") == 0
+    assert run("recover", tmp_path / "p.png", "--out", tmp_path / "r.png") == 0
+    rec = images.load_rgb(tmp_path / "r.png")
+    assert metrics.score(rec[None], face[None])["psnr"][0] > 30
