@@ -42,9 +42,12 @@ def utkface_faces(utkface_dir):
 
 # Hypothesis profiles: "ci" (default) keeps the suite fast; HYPOTHESIS_PROFILE=dev digs deeper.
 # Shapes are drawn from a fixed small set so each jitted function compiles once per shape.
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 
+# "ci" does not shrink: each example runs a whole flow, and shrinking a failure
+# (up to Hypothesis' 5-minute limit) would only delay a red result.
 settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate],
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

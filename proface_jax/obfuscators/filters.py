@@ -180,8 +180,12 @@ def median_filter(images, kernels):
     even (e.g. every interior pixel of an even kernel).
 
     How: the t-th smallest value in a window is #{v : count(window values ≤ v) < t}, and
-    each count is a box sum (summed-area table), so the cost is 255 box sums per image
-    whatever the kernel size, and kernel sizes may be traced and differ per image.
+    each count is a box sum, computed per image as B_h · [levels ≤ v] · B_wᵀ with 0/1 band
+    matrices B (row i selects its window), so the cost is 255 box sums per image whatever
+    the kernel size, and kernel sizes may be traced and differ per image. The sums are
+    small integers, exact in float32 (matmuls at HIGHEST precision: no TF32/bf16 passes).
+    (Band matmuls run ~2× faster on CPU than summed-area tables built with `jnp.cumsum`,
+    which XLA:CPU lowers to a quadratic reduce_window.)
     """
     b, h, w, c = images.shape
     levels = jnp.round((jnp.clip(images, -1.0, 1.0) + 1.0) * 127.5).astype(jnp.int32)
@@ -189,19 +193,19 @@ def median_filter(images, kernels):
     r0, r1 = _window_bounds(h, kernels)
     c0, c1 = _window_bounds(w, kernels)
     count = ((r1 - r0)[:, :, None, None] * (c1 - c0)[:, None, :, None])
-    # Counts stay small integers, exact in float32, which XLA's CPU cumsum handles faster than int32.
     rank_lo = ((count + 1) // 2).astype(jnp.float32)
     rank_hi = (count // 2 + 1).astype(jnp.float32)
 
-    def gather_rows(table, start, stop):  # per image: table[stop] - table[start] along axis 0
-        return jax.vmap(lambda t, a, z: t[z] - t[a])(table, start, stop)
+    def band(n, start, stop):  # [b, n, n]: row i is 1 on columns start[i] … stop[i] - 1
+        j = jnp.arange(n)[None, None, :]
+        return ((j >= start[:, :, None]) & (j < stop[:, :, None])).astype(jnp.float32)
+
+    band_h, band_w = band(h, r0, r1), band(w, c0, c1)
+    highest = jax.lax.Precision.HIGHEST
 
     def box_sum(ind):  # ind [b, h, w, c] -> window sums
-        s = jnp.pad(jnp.cumsum(ind, axis=1), ((0, 0), (1, 0), (0, 0), (0, 0)))
-        rows = gather_rows(s, r0, r1)
-        s = jnp.pad(jnp.cumsum(rows, axis=2), ((0, 0), (0, 0), (1, 0), (0, 0)))
-        s = jnp.swapaxes(s, 1, 2)
-        return jnp.swapaxes(gather_rows(s, c0, c1), 1, 2)
+        rows = jnp.einsum("bij,bjwc->biwc", band_h, ind, precision=highest)
+        return jnp.einsum("bkw,biwc->bikc", band_w, rows, precision=highest)
 
     def step(v, acc):
         lo, hi = acc

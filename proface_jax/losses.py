@@ -1,0 +1,211 @@
+"""Training losses of PRO-Face S (spec §5), for both wrong-recovery modes.
+
+Notation (images NHWC in [-1, 1]): x original, y pre-obfuscated, ŷ protected,
+x̌ recovered with the right key, ẍ recovered with a wrong key.
+Triplet(A, P, N; d, m) = max(d(A, P) − d(A, N) + m, 0).
+
+    L_P  = β·LPIPS(ŷ, y) + L1(ŷ, y)
+    L_R  = L1(x̌, x)
+    RandWR:  L_WR = Triplet(x, x̌, ẍ; LPIPS) + Triplet(x, x̌, ẍ; L1)
+    ObfsWR:  L_WR = L1(ẍ, y) + Triplet(ẍ, y, x; LPIPS) + Triplet(x̌, x, y; LPIPS)
+    total = λ1·L_P + λ2·L_R + λ3·L_WR
+
+L1(a, b) is the mean absolute difference over pixels and channels (PyTorch's
+`nn.L1Loss`, the authors' choice), averaged over the batch. LPIPS is the VGG16
+LPIPS of `proface_jax.lpips` on [-1, 1] inputs; its params are an argument and
+never trained (`lpips` stops their gradient).
+
+Choices, all in the `loss` section of a training config (see `LossConfig`):
+
+* ``triplet_reduction`` — ``"per_image"`` (default): one hinge per image, then
+  the batch mean of the hinges. ``"batch_mean"``: the authors' code, one hinge
+  on the batch means of the distances. Per image is the default because with
+  batch means an easy sample (a wrong recovery that is already far) pays for a
+  hard one (a wrong recovery that still looks like x), whose gradient then
+  vanishes as soon as the batch mean clears the margin; per-image hinges keep
+  every sample's constraint, and the loss no longer depends on which faces
+  share a batch. It applies to the LPIPS triplets and to the ``image_mean`` L1
+  triplet.
+* ``l1_triplet`` — the distance of the L1 triplet (RandWR). ``"image_mean"``
+  (default): per-image mean absolute difference, the same L1 as the other
+  terms, so the margin is in units of the [-1, 1] pixel range.
+  ``"torch_rows"``: what the authors' `nn.TripletMarginLoss(p=1)` computes on
+  NCHW tensors: `pairwise_distance` reduces only the last axis, so each image
+  row (one channel, W pixels) gets its own summed-L1 distance ‖a − b + 1e-6‖₁
+  and its own hinge; the loss is the mean over rows. Distances there are
+  sums over W pixels, so the margin is tiny relative to them.
+* ``wrong_on_clamped`` — compute the wrong-recovery terms on clip(ẍ, −1, 1),
+  the image a viewer sees (spec §6: the per-image L1 hinge was met by pushing
+  ẍ far outside [−1, 1], which clamps back to a recognisable face). ``None``
+  means by mode: on for RandWR, off for ObfsWR (where L1(ẍ, y) already pulls ẍ
+  into range). Pixels outside the range then get no gradient from these terms.
+  Note: with clamping, the L1 hinge at margin 1.0 asks for mean |x − ẍ| ≥ 1 +
+  L1(x, x̌), which a clamped ẍ can only reach near ẍ = −sign(x) (a saturated
+  negative); watch wrong recoveries for that, and prefer the structural
+  scores of `proface_jax.metrics` over PSNR to judge them.
+* ``obfswr_l1_in_recovery`` — the authors' code puts ObfsWR's L1(ẍ, y) in L_R
+  (weight λ2) instead of L_WR (weight λ3). Off by default (the paper).
+* ``use_lpips`` — off drops every LPIPS term (fast smoke runs only).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from proface_jax.lpips import lpips as _lpips
+
+MODES = ("randwr", "obfswr")
+TRIPLET_REDUCTIONS = ("per_image", "batch_mean")
+L1_TRIPLETS = ("image_mean", "torch_rows")
+TORCH_PAIRWISE_EPS = 1e-6  # torch.pairwise_distance adds eps to the difference
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    mode: str = "randwr"
+    use_lpips: bool = True
+    beta: float = 5.0
+    margin: float = 1.0
+    lambdas: tuple[float, float, float] = (0.3, 0.5, 0.2)
+    triplet_reduction: str = "per_image"
+    l1_triplet: str = "image_mean"
+    wrong_on_clamped: bool | None = None  # None: on for randwr, off for obfswr
+    obfswr_l1_in_recovery: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"loss mode must be one of {MODES}, got {self.mode!r}")
+        if self.triplet_reduction not in TRIPLET_REDUCTIONS:
+            raise ValueError(f"triplet_reduction must be one of {TRIPLET_REDUCTIONS}, got {self.triplet_reduction!r}")
+        if self.l1_triplet not in L1_TRIPLETS:
+            raise ValueError(f"l1_triplet must be one of {L1_TRIPLETS}, got {self.l1_triplet!r}")
+        if len(self.lambdas) != 3:
+            raise ValueError(f"lambdas must be (λ1, λ2, λ3), got {self.lambdas!r}")
+        object.__setattr__(self, "lambdas", tuple(float(v) for v in self.lambdas))
+
+    @property
+    def clamp_wrong(self) -> bool:
+        return self.mode == "randwr" if self.wrong_on_clamped is None else bool(self.wrong_on_clamped)
+
+    @classmethod
+    def from_train_config(cls, config: Any) -> "LossConfig":
+        """From a training ConfigDict: `config.mode` and `config.loss` (λ per mode: `lambdas_<mode>`)."""
+        mode = config.mode
+        loss = config.loss
+        lam = loss.get(f"lambdas_{mode}", None)
+        if lam is None:
+            lam = loss.lambdas
+        return cls(mode=mode, use_lpips=bool(loss.use_lpips), beta=float(loss.beta), margin=float(loss.margin),
+                   lambdas=tuple(lam), triplet_reduction=loss.triplet_reduction, l1_triplet=loss.l1_triplet,
+                   wrong_on_clamped=loss.get("wrong_on_clamped", None),
+                   obfswr_l1_in_recovery=bool(loss.get("obfswr_l1_in_recovery", False)))
+
+
+# ---------------------------------------------------------------------------- distances
+
+
+def l1_per_image(a, b) -> jax.Array:
+    """Mean absolute difference per image: [B]."""
+    return jnp.mean(jnp.abs(a - b), axis=tuple(range(1, a.ndim)))
+
+
+def l1_rows_torch(a, b) -> jax.Array:
+    """torch.pairwise_distance(p=1) on NCHW: ‖a − b + eps‖₁ along W, per (image, channel, row): [B, H, C]."""
+    return jnp.sum(jnp.abs(a - b + TORCH_PAIRWISE_EPS), axis=2)
+
+
+def lpips_per_image(lpips_params, a, b) -> jax.Array:
+    return _lpips(lpips_params, a, b)
+
+
+def triplet(d_ap, d_an, margin: float, reduction: str = "per_image") -> jax.Array:
+    """max(d(A,P) − d(A,N) + m, 0) reduced to a scalar.
+
+    per_image: mean over samples of the hinge (any extra axes are hinged elementwise too);
+    batch_mean: the hinge of the mean distances (the authors' LPIPS triplet).
+    """
+    if reduction == "per_image":
+        return jnp.mean(jnp.maximum(d_ap - d_an + margin, 0.0))
+    if reduction == "batch_mean":
+        return jnp.maximum(jnp.mean(d_ap) - jnp.mean(d_an) + margin, 0.0)
+    raise ValueError(f"unknown triplet reduction {reduction!r}; use one of {TRIPLET_REDUCTIONS}")
+
+
+def _l1_triplet(anchor, positive, negative, cfg: LossConfig) -> jax.Array:
+    if cfg.l1_triplet == "torch_rows":
+        return triplet(l1_rows_torch(anchor, positive), l1_rows_torch(anchor, negative), cfg.margin, "per_image")
+    return triplet(l1_per_image(anchor, positive), l1_per_image(anchor, negative), cfg.margin, cfg.triplet_reduction)
+
+
+# ---------------------------------------------------------------------------- the terms
+
+
+def protection_loss(protected, y, lpips_params, cfg: LossConfig):
+    """L_P = β·LPIPS(ŷ, y) + L1(ŷ, y) -> (scalar, terms)."""
+    l1 = jnp.mean(l1_per_image(protected, y))
+    terms = {"p_l1": l1}
+    total = l1
+    if cfg.use_lpips:
+        lp = jnp.mean(lpips_per_image(lpips_params, protected, y))
+        terms["p_lpips"] = lp
+        total = total + cfg.beta * lp
+    return total, terms
+
+
+def recovery_loss(recovered, x):
+    """L_R = L1(x̌, x)."""
+    return jnp.mean(l1_per_image(recovered, x))
+
+
+def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
+    """L_WR for cfg.mode -> (L_WR, extra term moved into L_R (0 unless obfswr_l1_in_recovery), terms)."""
+    if cfg.clamp_wrong:
+        wrong = jnp.clip(wrong, -1.0, 1.0)
+    terms: dict[str, jax.Array] = {}
+    extra_r = jnp.zeros((), jnp.float32)
+    if cfg.mode == "randwr":
+        t_l1 = _l1_triplet(x, recovered, wrong, cfg)
+        terms["wr_triplet_l1"] = t_l1
+        total = t_l1
+        if cfg.use_lpips:
+            t_lp = triplet(lpips_per_image(lpips_params, x, recovered), lpips_per_image(lpips_params, x, wrong),
+                           cfg.margin, cfg.triplet_reduction)
+            terms["wr_triplet_lpips"] = t_lp
+            total = total + t_lp
+        return total, extra_r, terms
+    # obfswr
+    l1_wy = jnp.mean(l1_per_image(wrong, y))
+    terms["wr_l1"] = l1_wy
+    if cfg.obfswr_l1_in_recovery:
+        extra_r, total = l1_wy, jnp.zeros((), jnp.float32)
+    else:
+        total = l1_wy
+    if cfg.use_lpips:
+        t_wrong = triplet(lpips_per_image(lpips_params, wrong, y), lpips_per_image(lpips_params, wrong, x),
+                          cfg.margin, cfg.triplet_reduction)
+        t_right = triplet(lpips_per_image(lpips_params, recovered, x), lpips_per_image(lpips_params, recovered, y),
+                          cfg.margin, cfg.triplet_reduction)
+        terms["wr_triplet_wrong"] = t_wrong
+        terms["wr_triplet_right"] = t_right
+        total = total + t_wrong + t_right
+    return total, extra_r, terms
+
+
+def total_loss(x, y, protected, recovered, wrong, lpips_params, cfg: LossConfig | Mapping):
+    """λ1·L_P + λ2·L_R + λ3·L_WR -> (scalar, dict of every term, for logging).
+
+    `lpips_params` may be None only when cfg.use_lpips is False.
+    """
+    if not isinstance(cfg, LossConfig):
+        cfg = LossConfig(**dict(cfg))
+    if cfg.use_lpips and lpips_params is None:
+        raise ValueError("use_lpips is on but no LPIPS params were given (proface_jax.lpips.load_params())")
+    l_p, p_terms = protection_loss(protected, y, lpips_params, cfg)
+    l_wr, extra_r, wr_terms = wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg)
+    l_r = recovery_loss(recovered, x) + extra_r
+    lam1, lam2, lam3 = cfg.lambdas
+    total = lam1 * l_p + lam2 * l_r + lam3 * l_wr
+    return total, {"loss": total, "L_P": l_p, "L_R": l_r, "L_WR": l_wr, **p_terms, **wr_terms}

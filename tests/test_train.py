@@ -1,0 +1,295 @@
+"""experiments.train and proface_jax.losses: smoke runs (mocked CelebA, UTKFace), exact resume,
+sharded == single-device step, the loss terms, and the loss-explosion guard.
+
+Most runs use the smoke config (32×32, one block, LPIPS off); steps are jitted with the
+step-relevant part of the config as a static argument, so runs in this process share compiles.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not put the repo on sys.path
+    sys.path.insert(0, str(REPO))
+
+from _lpips_testenv import lpips_params  # noqa: E402,F401  (session fixture)
+from experiments import train  # noqa: E402
+from experiments.configs import smoke  # noqa: E402
+from proface_jax import images, losses  # noqa: E402
+from proface_jax.checkpoint import load_checkpoint  # noqa: E402
+from proface_jax.flow import init_params, protect  # noqa: E402
+
+
+def _smoke(data: str, **overrides):
+    c = smoke.get_config()
+    c.data = data
+    for k, v in overrides.items():
+        node = c
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def synthetic_faces(tmp_path_factory) -> Path:
+    """24 smooth random 40×40 PNGs (fast to decode; enough for every split)."""
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for k in range(24):
+        low = rng.uniform(0, 255, (5, 5, 3)).astype(np.uint8)
+        img = images.resize(low, (40, 40))
+        images.save_png(root / f"face_{k:03d}.png", img)
+    return root
+
+
+def _jsonl(workdir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+def _check_outputs(workdir: Path, steps: int, mode: str = "randwr"):
+    recs = _jsonl(workdir)
+    train_recs = [r for r in recs if r["kind"] == "train"]
+    assert train_recs and all(np.isfinite(r["loss"]) for r in train_recs)
+    assert [r for r in recs if r["kind"] == "eval"]
+    assert sorted((workdir / "samples").glob("step_*.png")), "no sample grid"
+    grid = images.load_rgb(sorted((workdir / "samples").glob("step_*.png"))[-1])
+    assert grid.shape[1] == 5 * (32 + 2) + 2  # x, y, ŷ, x̌, ẍ
+    assert (workdir / "checkpoints" / str(steps)).is_dir()
+    ck = load_checkpoint(workdir / "model.pfj")
+    assert ck.mode == mode and ck.meta["steps"] == steps and ck.config.num_blocks == 1
+    assert "val/protect_psnr" in ck.meta["val"]
+    assert (workdir / "best.pfj").exists()
+
+
+# --------------------------------------------------------------------------- (1) smoke runs
+
+
+def test_smoke_mock_celeb_a_with_lpips(tmp_path, lpips_params):  # noqa: F811
+    """The one run with LPIPS on: in the loss (ObfsWR, all of its terms) and in the validation."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    c = _smoke("tfds:celeb_a", mode="obfswr", num_train_steps=2, **{"loss.use_lpips": True, "eval_lpips": True})
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        out = train.train_and_evaluate(c, tmp_path, lpips_params=lpips_params)
+    _check_outputs(tmp_path, 2, "obfswr")
+    val = out["val"]
+    assert {"val/protect_lpips", "val/wr_triplet_wrong", "val/wr_triplet_right", "val/p_lpips"} <= set(val)
+    train_rec = [r for r in _jsonl(tmp_path) if r["kind"] == "train"][-1]
+    assert np.isfinite(train_rec["p_lpips"]) and np.isfinite(train_rec["wr_triplet_wrong"])
+
+
+def test_smoke_utkface_folder(tmp_path, utkface_dir):
+    files = sorted(p for p in utkface_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:16]
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for f in files:  # read by path: links, never copies
+        (faces / f.name).symlink_to(f)
+    out = train.train_and_evaluate(_smoke(f"folder:{faces}", num_train_steps=2), tmp_path / "work")
+    assert out["step"] == 2
+    _check_outputs(tmp_path / "work", 2)
+
+
+# --------------------------------------------------------------------------- (2) exact resume
+
+
+def test_resume_equals_straight_run(tmp_path, synthetic_faces):
+    n = 3
+    data = f"folder:{synthetic_faces}"
+    # checkpoint_every > 2n: the resumed run can only start from the checkpoint written at the stop.
+    common = {"checkpoint_every": 100, "eval_every": 100, "sample_every": 100}
+    train.train_and_evaluate(_smoke(data, num_train_steps=n, **common), tmp_path / "a")
+    resumed = train.train_and_evaluate(_smoke(data, num_train_steps=2 * n, **common), tmp_path / "a")
+    straight = train.train_and_evaluate(_smoke(data, num_train_steps=2 * n, **common), tmp_path / "b")
+    assert int(resumed["state"].step) == int(straight["state"].step) == 2 * n
+    flat_r = jax.tree_util.tree_leaves(jax.device_get(resumed["state"]))
+    flat_s = jax.tree_util.tree_leaves(jax.device_get(straight["state"]))
+    for a, b in zip(flat_r, flat_s):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-7)
+    # The training changed the params (so the comparison means something).
+    init = init_params(jax.random.split(jax.random.key(0), 3)[0], train.flow_config(_smoke(data)))
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                for a, b in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(straight["state"].params)))
+    assert moved > 1e-5
+    # The resumed run's log has each step once.
+    steps = [r["step"] for r in _jsonl(tmp_path / "a") if r["kind"] == "train"]
+    assert steps == list(range(1, 2 * n + 1))
+
+
+# --------------------------------------------------------------------------- (3) sharded step
+
+SHARDED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    sys.path.insert(0, {repo!r})
+    from experiments import train
+    from experiments.configs import smoke
+
+    assert jax.device_count() == 8, jax.devices()
+    c = smoke.get_config()
+    c.batch_size = 8
+    state0 = train.create_train_state(jax.random.key(0), c)
+    g = np.random.default_rng(0)
+    x = np.tanh(g.normal(size=(8, 32, 32, 3))).astype(np.float32)
+    y = (0.5 * x + 0.1).astype(np.float32)
+    out = {{}}
+    for name, devices in (("eight", jax.devices()), ("one", jax.devices()[:1])):
+        mesh = train.make_mesh(8, devices)
+        step = train.make_train_step(c, mesh)
+        state = train.replicate(state0, mesh)
+        hist = []
+        for s in range(2):
+            batch = train.shard_batch({{"x": x, "y": y}}, mesh)
+            if name == "eight":
+                assert len(batch["x"].sharding.device_set) == 8
+                assert batch["x"].addressable_shards[0].data.shape[0] == 1
+            state, m = step(state, batch, jax.random.fold_in(jax.random.key(1), s))
+            hist.append({{k: float(v) for k, v in m.items()}})
+        if name == "eight":
+            assert len(jax.tree_util.tree_leaves(state.params)[0].sharding.device_set) == 8
+        out[name] = (jax.device_get(state), hist)
+    leaves8 = jax.tree_util.tree_leaves(out["eight"][0])
+    leaves1 = jax.tree_util.tree_leaves(out["one"][0])
+    diff = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()) for a, b in zip(leaves8, leaves1))
+    scale = max(float(np.abs(np.asarray(b)).max()) for b in leaves1)
+    print(json.dumps({{"param_diff": diff, "param_scale": scale, "metrics8": out["eight"][1], "metrics1": out["one"][1]}}))
+""")
+
+
+def test_sharded_step_equals_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT.format(repo=str(REPO))], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["param_diff"] < 5e-6, res["param_diff"]  # ~2.5e-7 seen: summation order only
+    for m8, m1 in zip(res["metrics8"], res["metrics1"]):
+        assert m8.keys() == m1.keys()
+        for k in m8:
+            assert m8[k] == pytest.approx(m1[k], rel=1e-5, abs=1e-7), k
+
+
+# --------------------------------------------------------------------------- (4) loss terms
+
+
+def test_protection_loss_zero_at_identity_init(lpips_params):  # noqa: F811
+    """Each block starts as the identity, so ŷ = y (to float rounding) and L_P ≈ 0 with LPIPS on."""
+    g = np.random.default_rng(0)
+    x = np.tanh(g.normal(size=(2, 32, 32, 3))).astype(np.float32)
+    y = np.clip(x * 0.3 + 0.2, -1, 1).astype(np.float32)
+    from proface_jax import keys
+
+    params = init_params(jax.random.key(0), {"num_blocks": 2})
+    K = keys.random_key(jax.random.key(1), 2, 32, 32)
+    protected, _ = protect(params, jnp.asarray(x), jnp.asarray(y), K)
+    cfg = losses.LossConfig(use_lpips=True)
+    l_p, terms = losses.protection_loss(protected, jnp.asarray(y), lpips_params, cfg)
+    assert float(terms["p_l1"]) < 1e-6 and float(terms["p_lpips"]) < 1e-6 and float(l_p) < 1e-5
+    # LPIPS of an image with itself is exactly 0, so L_P(y, y) is exactly 0.
+    l_same, _ = losses.protection_loss(jnp.asarray(y), jnp.asarray(y), lpips_params, cfg)
+    assert float(l_same) == 0.0
+
+
+def test_triplet_hinges():
+    # Must be zero: the negative is farther than the positive by more than the margin.
+    assert float(losses.triplet(jnp.array([0.1, 0.2]), jnp.array([2.0, 1.5]), 1.0)) == 0.0
+    # Must be positive: the negative is too close.
+    assert float(losses.triplet(jnp.array([0.5]), jnp.array([0.6]), 1.0)) == pytest.approx(0.9)
+    # Per image vs batch means: one far sample pays for a close one only with batch means.
+    d_ap, d_an = jnp.array([0.0, 0.0]), jnp.array([3.0, 0.0])
+    assert float(losses.triplet(d_ap, d_an, 1.0, "per_image")) == pytest.approx(0.5)
+    assert float(losses.triplet(d_ap, d_an, 1.0, "batch_mean")) == 0.0
+
+
+def test_randwr_l1_triplet_and_clamping():
+    x = jnp.asarray(np.where(np.random.default_rng(0).random((2, 16, 16, 3)) > 0.5, 0.5, -0.5), jnp.float32)
+    y = jnp.zeros_like(x)
+    cfg = losses.LossConfig(mode="randwr", use_lpips=False, margin=1.0, wrong_on_clamped=False)
+    # Right recovery exact, wrong recovery as far as a viewer can see (-sign(x) at ±1): d = 1.5 > 1.
+    _, t = losses.total_loss(x, y, y, x, -2 * x, None, cfg)
+    assert float(t["wr_triplet_l1"]) == 0.0 and float(t["L_R"]) == 0.0
+    # Wrong recovery = x: the hinge is the whole margin.
+    _, t = losses.total_loss(x, y, y, x, x, None, cfg)
+    assert float(t["wr_triplet_l1"]) == pytest.approx(1.0)
+    # Pushed far out of range in x's direction: raw L1 meets the margin, the clamped image (= 2x, a
+    # plain copy of the face) does not; wrong_on_clamped sees that.
+    far = x + 20 * jnp.sign(x)
+    _, raw = losses.total_loss(x, y, y, x, far, None, cfg)
+    _, clamped = losses.total_loss(x, y, y, x, far, None, losses.LossConfig(mode="randwr", use_lpips=False))
+    assert float(raw["wr_triplet_l1"]) == 0.0
+    assert float(clamped["wr_triplet_l1"]) == pytest.approx(1.0 - 0.5)
+    assert losses.LossConfig(mode="randwr").clamp_wrong and not losses.LossConfig(mode="obfswr").clamp_wrong
+    # ObfsWR without LPIPS: L_WR = L1(ẍ, y); in L_R instead with the authors' placement.
+    _, t = losses.total_loss(x, y, y, x, x, None, losses.LossConfig(mode="obfswr", use_lpips=False))
+    assert float(t["L_WR"]) == pytest.approx(0.5) and float(t["L_R"]) == 0.0
+    _, t = losses.total_loss(x, y, y, x, x, None, losses.LossConfig(mode="obfswr", use_lpips=False,
+                                                                     obfswr_l1_in_recovery=True))
+    assert float(t["L_WR"]) == 0.0 and float(t["L_R"]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="LPIPS params"):
+        losses.total_loss(x, y, y, x, x, None, losses.LossConfig(use_lpips=True))
+
+
+def test_torch_rows_l1_triplet_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    g = np.random.default_rng(1)
+    a, p, n = (g.normal(size=(2, 8, 6, 3)).astype(np.float32) for _ in range(3))
+    cfg = losses.LossConfig(mode="randwr", use_lpips=False, margin=1.2, l1_triplet="torch_rows",
+                            wrong_on_clamped=False)
+    ours = float(losses._l1_triplet(jnp.asarray(a), jnp.asarray(p), jnp.asarray(n), cfg))
+    nchw = lambda v: torch.from_numpy(v.transpose(0, 3, 1, 2).copy())  # noqa: E731
+    ref = float(torch.nn.TripletMarginLoss(margin=1.2, p=1)(nchw(a), nchw(p), nchw(n)))
+    assert ours == pytest.approx(ref, rel=1e-5)
+
+
+def test_configs_load():
+    from experiments.configs import authors256, fast, paper112
+
+    for mod in (paper112, authors256, fast, smoke):
+        for mode in ("randwr", "obfswr"):
+            c = mod.get_config(mode)
+            lc = train.loss_config(c)
+            assert lc.mode == mode and lc.lambdas == ((0.3, 0.5, 0.2) if mode == "randwr" else (0.2, 0.3, 0.5))
+            train.make_optimizer(c)
+            assert train.learning_rate_schedule(c)(0) >= 0
+    p = paper112.get_config()
+    assert (p.image_size, p.batch_size, p.flow.num_blocks, p.optim.lr, p.loss.margin, p.loss.beta) == (112, 12, 3, 1e-5, 1.0, 5.0)
+    a = authors256.get_config()
+    assert (a.image_size, a.batch_size, a.loss.margin, a.optim.eps, a.optim.weight_decay) == (256, 6, 1.2, 1e-6, 1e-5)
+    f = fast.get_config()
+    assert f.optim.lr == 3e-4 and f.optim.grad_clip == 1.0 and f.optim.schedule == "warmup_cosine"
+    assert Path(p.data.split(":", 1)[1]).is_absolute()
+
+
+# --------------------------------------------------------------------------- (5) explosion guard
+
+
+def test_guard_rolls_back_on_nan(tmp_path, synthetic_faces):
+    c = _smoke(f"folder:{synthetic_faces}", num_train_steps=5, checkpoint_every=2, eval_every=100,
+               sample_every=100, **{"debug.inject_nan_at_step": 3})
+    out = train.train_and_evaluate(c, tmp_path)
+    events = [r for r in _jsonl(tmp_path) if r["kind"] == "rollback"]
+    assert len(events) == 1 and events[0]["step"] == 3 and events[0]["restored_step"] == 2
+    assert "non-finite" in events[0]["reason"]
+    assert out["rollbacks"] == 1 and out["lr_scale"] == pytest.approx(0.5) and out["step"] == 5
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(out["state"].params))
+    assert float(out["state"].lr_scale) == pytest.approx(0.5)
+
+
+def test_loss_guard_jump_rule():
+    g = train.LossGuard(window=10, min_history=3, factor=5.0)
+    assert g.check(100.0) is None  # no history yet: only NaN/Inf are caught
+    for v in (1.0, 1.2, 0.9):
+        g.update(v)
+    assert g.check(4.0) is None
+    assert "running median" in g.check(6.0)
+    assert "non-finite" in g.check(float("inf"))
