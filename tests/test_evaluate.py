@@ -1,0 +1,234 @@
+"""experiments.evaluate and experiments.attacks: plumbing on a tiny model and a few faces.
+
+The end-to-end run uses `--quick` with a one-block model from random params at 32×32 and LPIPS
+off (LPIPS is checked separately, on one batch shape); two checkpoints with the same file name
+side by side check the labels. The attack tests check real properties: a matcher given the
+originals themselves must find every one, and one given unrelated probes must sit near chance.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # plain `pytest` does not put the repo on sys.path
+    sys.path.insert(0, str(REPO))
+
+from _lpips_testenv import lpips_params  # noqa: E402,F401  (session fixture)
+from experiments import attacks, evaluate  # noqa: E402
+from proface_jax import checkpoint, images, keys, metrics  # noqa: E402
+from proface_jax.flow import FlowConfig, recover  # noqa: E402
+from proface_jax.invertibility import random_params  # noqa: E402
+
+SIZE = 32
+CFG = FlowConfig(num_blocks=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_params():
+    return random_params(jax.random.key(0), CFG, 1.0, 0.2, 0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tiny_params, tmp_path_factory):
+    """The same random params saved as randwr/best.pfj and obfswr/best.pfj (same file name)."""
+    root = tmp_path_factory.mktemp("ckpts")
+    paths = []
+    for mode in ("randwr", "obfswr"):
+        (root / mode).mkdir()
+        checkpoint.save_checkpoint(root / mode / "best.pfj", tiny_params, CFG, mode)
+        paths.append(root / mode / "best.pfj")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_checkpoints, utkface_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    argv = []
+    for p in tiny_checkpoints:
+        argv += ["--checkpoint", str(p)]
+    argv += ["--data", f"folder:{utkface_dir}", "--out", str(out), "--size", str(SIZE), "--quick", "--no-lpips",
+             "--n", "6", "--attack-train", "10", "--attack-steps", "3", "--security-n", "3"]
+    assert evaluate.main(argv) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def _leaves(tree, path=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _leaves(v, f"{path}/{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, tree
+
+
+LABELS = ["randwr/best.pfj (randwr)", "obfswr/best.pfj (obfswr)"]  # same file name: the folder tells them apart
+OBFS = ["blur", "pixelate", "median", "mask", "swap"]
+
+
+def test_quick_run_writes_every_section(quick_run):
+    out, R = quick_run
+    for key in ("meta", "paper", "checkpoints", "tables", "security", "attacks", "keyless", "robustness",
+                "figures", "timings"):
+        assert key in R, key
+    assert list(R["checkpoints"]) == LABELS
+    assert R["meta"]["n_faces"] == 6 and R["meta"]["obfuscators"] == OBFS and R["meta"]["lpips"] is False
+    for label in LABELS:
+        for path in ("8bit", "float"):
+            t = R["tables"][label][path]
+            assert set(t) == set(OBFS) | {"avg"}
+            for group in ("privacy", "recovery", "wrong_vs_x", "wrong_vs_y"):
+                assert set(t["avg"][group]) == {"psnr", "ssim"}, (label, path, group)
+        sec = R["security"][label]
+        for g in ("right", "one_bit", "one_char", "other_password", "spoof"):
+            assert 0.0 <= sec[g]["fail_fraction"] <= 1.0 and sec[g]["reid"]["thumbnail"]["gallery"] == 6
+        assert sec["right"]["map_bits_agreeing"] == 1.0 and 0.3 < sec["one_bit"]["map_bits_agreeing"] < 0.7
+        for probe in ("wrong_recovery", "protected", "pre_obfuscated", "byproduct_protect", "attacker"):
+            assert 0.0 <= R["attacks"][label]["avg"][probe]["thumbnail"]["top1"] <= 1.0
+        km = R["keyless"]["models"][label]["avg"]
+        assert {"attacker", "random_key", "identity", "baseline", "pre_obfuscated"} <= set(km)
+        assert set(R["robustness"][label]) == set(evaluate.PERTURBATIONS)
+        # The unchanged PNG recovers exactly as the 8-bit table says (same faces, keys, path).
+        assert R["robustness"][label]["none"]["avg"]["psnr"] == pytest.approx(
+            R["tables"][label]["8bit"]["avg"]["recovery"]["psnr"], abs=1e-9)
+    # Every number is finite (PSNR of identical images is capped), nothing left undefined.
+    for path, v in _leaves(R):
+        assert v is not None, path
+        if isinstance(v, float):
+            assert math.isfinite(v), path
+    for f in R["figures"].values():
+        assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_run_report_has_every_section(quick_run):
+    out, R = quick_run
+    text = (out / "report.md").read_text()
+    for heading in ("## 1. Tables I–III", "Table I analogue", "Table II analogue", "Table III analogue (RandWR)",
+                    "Table III analogue (ObfsWR)", "## 2. Security analysis", "one bit away", "spoofing",
+                    "### 2b. Byproducts", "## 3. Re-identification attacks", "## 4. Keyless attacker",
+                    "## 5. Robustness", "JPEG quality 75", "## 6. Figures", "## Timings"):
+        assert heading in text, heading
+    for label in LABELS:
+        assert label in text
+    for f in R["figures"].values():
+        assert f"]({f})" in text
+    assert "| 44.92 | 0.990 | 0.0001 |" in text  # the paper's RandWR Avg. LFW row beside ours
+
+
+def test_thumbnail_attack_finds_originals_and_not_random_probes(utkface_faces):
+    x = images.to_unit(utkface_faces(64, SIZE))
+    gallery = attacks.features_batched(attacks.thumbnail_features, x, 64)
+    assert attacks.match("thumbnail", gallery, gallery)["top1"] == 1.0
+    noisy = x + np.random.default_rng(0).normal(0, 0.05, x.shape).astype(np.float32)
+    assert attacks.match("thumbnail", attacks.thumbnail_features(noisy), gallery)["top1"] >= 0.9
+    # Unrelated probes: noise images. Chance is 1/64 (top-1) and 5/64 (top-5).
+    rnd = np.random.default_rng(1).uniform(-1, 1, x.shape).astype(np.float32)
+    r = attacks.match("thumbnail", attacks.thumbnail_features(rnd), gallery)
+    assert r["chance_top1"] == pytest.approx(1 / 64) and r["chance_top5"] == pytest.approx(5 / 64)
+    assert r["top1"] <= 0.1 and r["top5"] <= 0.25, r
+    # A probe that carries nothing (constant image) ties with everyone: ties count against the attacker.
+    flat = attacks.thumbnail_features(np.zeros_like(x))
+    assert attacks.match("thumbnail", flat, gallery)["top5"] == 0.0
+    # Absolute correlation: a negative of the face is still that face.
+    assert attacks.match("thumbnail", attacks.thumbnail_features(-x), gallery)["top1"] == 1.0
+
+
+def test_ranks_count_ties_against_the_attacker():
+    sim = np.array([[0.9, 0.1, 0.2], [0.5, 0.5, 0.1], [0.3, 0.3, 0.3]])
+    assert attacks.ranks(sim, [0, 1, 2]).tolist() == [0, 1, 2]
+
+
+def test_deep_matcher_and_lpips_from_shared_features(lpips_params, utkface_faces):
+    x = images.to_unit(utkface_faces(8, SIZE))
+    y = np.asarray(images.quantize(x + np.random.default_rng(2).normal(0, 0.1, x.shape)), np.float32)
+    scorer = evaluate.Scorer(lpips_params)
+    X, Yp = scorer.prep(x, True), scorer.prep(y, True)
+    gallery = scorer.features(X)
+    assert attacks.match("deep", gallery["deep"], gallery["deep"])["top1"] == 1.0
+    assert attacks.match("deep", scorer.features(Yp)["deep"], gallery["deep"])["top1"] >= 0.75
+    # The deep features equal the standalone matcher's.
+    np.testing.assert_allclose(gallery["deep"], np.asarray(attacks.deep_features(lpips_params, x)), atol=1e-5)
+    # LPIPS from the shared VGG pass equals proface_jax.metrics' LPIPS.
+    ours = scorer.compare(Yp, X)["lpips"]
+    ref = metrics.score(y, x, lpips_params, from_8bit=True)["lpips"]
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
+    assert np.all(ours > 0)
+
+
+def test_8bit_and_float_scoring_differ_as_expected(utkface_faces):
+    x = images.to_unit(utkface_faces(4, SIZE))
+    scorer = evaluate.Scorer(None)
+    # Less than half an 8-bit level off: the stored PNGs are identical (PSNR capped), the floats are not.
+    near = x + np.float32(0.3 / 127.5) * np.sign(np.random.default_rng(3).normal(size=x.shape)).astype(np.float32)
+    s8, sf = scorer.score(near, x, True), scorer.score(near, x, False)
+    assert np.all(s8["psnr"] == evaluate.PSNR_CAP) and np.all(s8["ssim"] == pytest.approx(1.0))
+    assert np.all(sf["psnr"] < evaluate.PSNR_CAP) and np.all(sf["psnr"] > 50)
+    # Out-of-range values are clamped in both scorings, never renormalised.
+    assert np.all(scorer.score(x * 3, x, False)["psnr"] < 30)
+    # Otherwise the same numbers as proface_jax.metrics.
+    far = np.clip(x + np.float32(0.05), -1, 1)
+    for eight in (True, False):
+        ref = metrics.score(far, x, None, from_8bit=eight)
+        got = scorer.score(far, x, eight)
+        np.testing.assert_allclose(got["psnr"], ref["psnr"], rtol=1e-6)
+        np.testing.assert_allclose(got["ssim"], ref["ssim"], rtol=1e-6)
+
+
+def test_forward_scores_recovery_from_the_stored_8bit_image(tiny_params, utkface_faces):
+    x = images.to_unit(utkface_faces(4, SIZE))
+    y = np.asarray(images.quantize(-x), np.float32)
+    ck = checkpoint.Checkpoint(tiny_params, CFG, "randwr", "test", {}, "<test>")
+    model = evaluate.Model(ck, "tiny")
+    maps = evaluate.random_maps(0, 0, 4, SIZE)
+    K, Kw = evaluate.key_of(maps), evaluate.key_of(evaluate.random_maps(0, 1, 4, SIZE))
+    o = {k: np.asarray(v) for k, v in model.forward(x, y, K, Kw).items()}
+    stored = o["stored"]
+    np.testing.assert_array_equal(stored, images.to_unit(images.from_unit(o["protected"])))  # the PNG's pixels
+    assert not np.array_equal(stored, o["protected"])
+    np.testing.assert_allclose(o["rec8"], np.asarray(recover(tiny_params, stored, K, CFG)[0]), atol=1e-5)
+    np.testing.assert_allclose(o["recf"], np.asarray(recover(tiny_params, o["protected"], K, CFG)[0]), atol=1e-5)
+    np.testing.assert_allclose(o["wrong8"], np.asarray(recover(tiny_params, stored, Kw, CFG)[0]), atol=1e-5)
+    assert np.abs(o["rec8"] - o["recf"]).max() > 1e-4  # the 8-bit path is a different input
+    assert not np.allclose(o["rec8"], o["wrong8"])
+
+
+def test_password_neighbours_are_one_bit_and_one_char_away():
+    rng = np.random.default_rng(0)
+    pw = "Abcdefgh1234"
+    one_bit, one_char = evaluate.password_neighbours(rng, pw, 6)
+    raw = np.frombuffer(pw.encode(), np.uint8)
+    for b in one_bit:
+        assert int(np.unpackbits(np.frombuffer(b, np.uint8) ^ raw).sum()) == 1
+    for c in one_char:
+        assert len(c) == len(pw) and sum(a != b for a, b in zip(c, pw)) == 1
+    right = keys.secret_map(pw, 16, 16, "paper").map
+    agree = [np.mean(keys.secret_map(b, 16, 16, "paper").map == right) for b in one_bit]
+    assert 0.3 < np.mean(agree) < 0.7  # an unrelated map, not a nearby one
+
+
+def test_perturbations():
+    u = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    assert np.array_equal(evaluate.perturb(u, "none", 0), u)
+    for kind in evaluate.PERTURBATIONS:
+        p = evaluate.perturb(u, kind, 0)
+        assert p.shape == u.shape and p.dtype == np.uint8, kind
+    n = evaluate.perturb(u, "noise1", 0).astype(int) - u
+    assert np.abs(n).max() == 1 and set(np.unique(n)) <= {-1, 0, 1}
+    assert not np.array_equal(evaluate.perturb(u, "jpeg95", 0), u)
+
+
+def test_unique_labels():
+    assert evaluate.unique_labels(["/a/r/best.pfj", "/a/o/model.pfj"], ["randwr", "obfswr"]) == [
+        "best.pfj (randwr)", "model.pfj (obfswr)"]
+    assert evaluate.unique_labels(["/a/r/best.pfj", "/a/o/best.pfj"], ["randwr", "randwr"]) == [
+        "r/best.pfj (randwr)", "o/best.pfj (randwr)"]
+    assert evaluate.unique_labels(["/a/best.pfj", "/a/best.pfj"], ["randwr", "randwr"]) == [
+        "best.pfj (randwr)", "best.pfj (randwr) #2"]
