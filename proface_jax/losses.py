@@ -43,6 +43,14 @@ Choices, all in the `loss` section of a training config (see `LossConfig`):
   L1(x, x̌), which a clamped ẍ can only reach near ẍ = −sign(x) (a saturated
   negative); watch wrong recoveries for that, and prefer the structural
   scores of `proface_jax.metrics` over PSNR to judge them.
+* ``wr_l1_margin`` — the RandWR L1 triplet's margin; ``None`` uses ``margin``. On the
+  clamped image the paper's 1.0 is out of reach (see above); 0.5 is what a uniform-noise
+  ẍ gives (E|n − x| = (1 + x²)/2 for n ~ U[−1, 1]), so the hinge can be met by noise.
+* ``wr_decorrelate`` — weight (inside L_WR) of the squared Pearson correlation between
+  the wrong recovery and x, per image, at full resolution and on 4×4-pooled grayscale
+  thumbnails (the re-identification attack of spec §6 matches on the absolute
+  correlation of thumbnails; squared, the term is blind to sign as that attack is).
+  RandWR only; 0 turns it off (the paper).
 * ``obfswr_l1_in_recovery`` — the authors' code puts ObfsWR's L1(ẍ, y) in L_R
   (weight λ2) instead of L_WR (weight λ3). Off by default (the paper).
 * ``use_lpips`` — off drops every LPIPS term (fast smoke runs only).
@@ -74,6 +82,8 @@ class LossConfig:
     l1_triplet: str = "image_mean"
     wrong_on_clamped: bool | None = None  # None: on for randwr, off for obfswr
     obfswr_l1_in_recovery: bool = False
+    wr_l1_margin: float | None = None  # None: `margin`
+    wr_decorrelate: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -101,7 +111,9 @@ class LossConfig:
         return cls(mode=mode, use_lpips=bool(loss.use_lpips), beta=float(loss.beta), margin=float(loss.margin),
                    lambdas=tuple(lam), triplet_reduction=loss.triplet_reduction, l1_triplet=loss.l1_triplet,
                    wrong_on_clamped=loss.get("wrong_on_clamped", None),
-                   obfswr_l1_in_recovery=bool(loss.get("obfswr_l1_in_recovery", False)))
+                   obfswr_l1_in_recovery=bool(loss.get("obfswr_l1_in_recovery", False)),
+                   wr_l1_margin=loss.get("wr_l1_margin", None),
+                   wr_decorrelate=float(loss.get("wr_decorrelate", 0.0)))
 
 
 # ---------------------------------------------------------------------------- distances
@@ -135,9 +147,32 @@ def triplet(d_ap, d_an, margin: float, reduction: str = "per_image") -> jax.Arra
 
 
 def _l1_triplet(anchor, positive, negative, cfg: LossConfig) -> jax.Array:
+    margin = cfg.margin if cfg.wr_l1_margin is None else float(cfg.wr_l1_margin)
     if cfg.l1_triplet == "torch_rows":
-        return triplet(l1_rows_torch(anchor, positive), l1_rows_torch(anchor, negative), cfg.margin, "per_image")
-    return triplet(l1_per_image(anchor, positive), l1_per_image(anchor, negative), cfg.margin, cfg.triplet_reduction)
+        return triplet(l1_rows_torch(anchor, positive), l1_rows_torch(anchor, negative), margin, "per_image")
+    return triplet(l1_per_image(anchor, positive), l1_per_image(anchor, negative), margin, cfg.triplet_reduction)
+
+
+def pearson_per_image(a, b) -> jax.Array:
+    """Pearson correlation of two images over all their pixels and channels: [B]."""
+    axes = tuple(range(1, a.ndim))
+    a = a - jnp.mean(a, axis=axes, keepdims=True)
+    b = b - jnp.mean(b, axis=axes, keepdims=True)
+    num = jnp.sum(a * b, axis=axes)
+    return num / jnp.sqrt(jnp.sum(a * a, axis=axes) * jnp.sum(b * b, axis=axes) + 1e-8)
+
+
+def _gray_pool(images, factor: int = 4) -> jax.Array:
+    b, h, w, _ = images.shape
+    gray = jnp.mean(images, axis=-1)[:, : h - h % factor, : w - w % factor]
+    return gray.reshape(b, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
+
+
+def decorrelation_loss(wrong, x) -> jax.Array:
+    """Mean squared correlation of ẍ with x, full resolution and as 4×4-pooled grayscale."""
+    full = pearson_per_image(wrong, x)
+    thumb = pearson_per_image(_gray_pool(wrong), _gray_pool(x))
+    return jnp.mean(full ** 2) + jnp.mean(thumb ** 2)
 
 
 # ---------------------------------------------------------------------------- the terms
@@ -170,6 +205,10 @@ def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
         t_l1 = _l1_triplet(x, recovered, wrong, cfg)
         terms["wr_triplet_l1"] = t_l1
         total = t_l1
+        if cfg.wr_decorrelate:
+            dec = decorrelation_loss(wrong, x)
+            terms["wr_decorrelation"] = dec
+            total = total + cfg.wr_decorrelate * dec
         if cfg.use_lpips:
             t_lp = triplet(lpips_per_image(lpips_params, x, recovered), lpips_per_image(lpips_params, x, wrong),
                            cfg.margin, cfg.triplet_reduction)

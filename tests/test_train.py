@@ -239,6 +239,26 @@ def test_randwr_l1_triplet_and_clamping():
         losses.total_loss(x, y, y, x, x, None, losses.LossConfig(use_lpips=True))
 
 
+def test_randwr_decorrelation_and_l1_margin(utkface_faces):
+    x = jnp.asarray(images.to_unit(utkface_faces(4, 32)))
+    noise = jax.random.uniform(jax.random.key(1), x.shape, minval=-1.0, maxval=1.0)
+    # Squared correlation: a copy and a negative copy of x are equally bad (the attack is sign-blind),
+    # an independent noise image is nearly free; a scaled copy is as bad as the copy.
+    assert float(losses.decorrelation_loss(x, x)) == pytest.approx(2.0, abs=1e-4)
+    assert float(losses.decorrelation_loss(-x, x)) == pytest.approx(2.0, abs=1e-4)
+    assert float(losses.decorrelation_loss(0.3 * x + 0.1, x)) == pytest.approx(2.0, abs=1e-4)
+    assert float(losses.decorrelation_loss(noise, x)) < 0.05
+    cfg = losses.LossConfig(mode="randwr", use_lpips=False, wr_l1_margin=0.5, wr_decorrelate=2.0)
+    _, t = losses.total_loss(x, x, x, x, -x, None, cfg)
+    assert float(t["wr_decorrelation"]) == pytest.approx(2.0, abs=1e-4)
+    l1 = float(jnp.mean(losses.l1_per_image(x, -x)))
+    assert float(t["wr_triplet_l1"]) == pytest.approx(max(0.5 - l1, 0.0), abs=1e-6)
+    assert float(t["L_WR"]) == pytest.approx(float(t["wr_triplet_l1"]) + 2.0 * 2.0, abs=1e-3)
+    # Off by default (the paper's loss): no such term, and the L1 margin is `margin`.
+    _, t0 = losses.total_loss(x, x, x, x, x, None, losses.LossConfig(mode="randwr", use_lpips=False))
+    assert "wr_decorrelation" not in t0 and float(t0["wr_triplet_l1"]) == pytest.approx(1.0)
+
+
 def test_torch_rows_l1_triplet_matches_pytorch():
     torch = pytest.importorskip("torch")
     g = np.random.default_rng(1)

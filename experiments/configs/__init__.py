@@ -66,6 +66,8 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.l1_triplet = "image_mean"  # | torch_rows (authors' TripletMarginLoss(p=1) on NCHW)
     c.loss.wrong_on_clamped = config_dict.placeholder(bool)  # None: on for randwr, off for obfswr
     c.loss.obfswr_l1_in_recovery = False  # True: authors' code (L1(ẍ, y) weighted by λ2)
+    c.loss.wr_l1_margin = config_dict.placeholder(float)  # None: `margin` (RandWR L1 triplet)
+    c.loss.wr_decorrelate = 0.0  # RandWR: weight of corr(ẍ, x)² in L_WR (0: the paper)
 
     # ---- optimiser: Adam; weight decay is PyTorch Adam's (L2 added to the gradient)
     c.optim = ml_collections.ConfigDict()
