@@ -58,7 +58,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from experiments import input_pipeline
 from proface_jax import images, keys, losses, metrics, obfuscators
-from proface_jax.checkpoint import save_checkpoint
+from proface_jax.checkpoint import load_checkpoint, save_checkpoint
 from proface_jax.flow import FlowConfig, init_params, protect, recover
 
 logger = logging.getLogger("proface.train")
@@ -124,7 +124,14 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def create_train_state(rng, config) -> TrainState:
+    """Fresh params, or those of `config.init_from` (a .pfj of the same flow config) with a fresh optimiser."""
     params = init_params(rng, flow_config(config))
+    if config.get("init_from", ""):
+        ck = load_checkpoint(config.init_from)
+        if ck.config != flow_config(config):
+            raise ValueError(f"init_from {config.init_from}: its flow config {ck.config} differs from this run's "
+                             f"{flow_config(config)}")
+        params = jax.tree_util.tree_map(jnp.asarray, ck.params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=make_optimizer(config).init(params),
                       lr_scale=jnp.ones((), jnp.float32))
 

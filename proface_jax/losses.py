@@ -50,6 +50,7 @@ Choices, all in the `loss` section of a training config (see `LossConfig`):
   the wrong recovery and x, per image, at full resolution and on 4×4-pooled grayscale
   thumbnails (the re-identification attack of spec §6 matches on the absolute
   correlation of thumbnails; squared, the term is blind to sign as that attack is).
+  Always on the clamped ẍ, so it sees the face a hinge met out of range would show.
   RandWR only; 0 turns it off (the paper).
 * ``obfswr_l1_in_recovery`` — the authors' code puts ObfsWR's L1(ẍ, y) in L_R
   (weight λ2) instead of L_WR (weight λ3). Off by default (the paper).
@@ -197,8 +198,9 @@ def recovery_loss(recovered, x):
 
 def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
     """L_WR for cfg.mode -> (L_WR, extra term moved into L_R (0 unless obfswr_l1_in_recovery), terms)."""
+    shown = jnp.clip(wrong, -1.0, 1.0)  # what a viewer (and an attacker) sees
     if cfg.clamp_wrong:
-        wrong = jnp.clip(wrong, -1.0, 1.0)
+        wrong = shown
     terms: dict[str, jax.Array] = {}
     extra_r = jnp.zeros((), jnp.float32)
     if cfg.mode == "randwr":
@@ -206,7 +208,7 @@ def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
         terms["wr_triplet_l1"] = t_l1
         total = t_l1
         if cfg.wr_decorrelate:
-            dec = decorrelation_loss(wrong, x)
+            dec = decorrelation_loss(shown, x)  # on the clamped image, whatever the hinge sees
             terms["wr_decorrelation"] = dec
             total = total + cfg.wr_decorrelate * dec
         if cfg.use_lpips:

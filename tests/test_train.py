@@ -126,6 +126,24 @@ def test_resume_equals_straight_run(tmp_path, synthetic_faces):
     assert steps == list(range(1, 2 * n + 1))
 
 
+def test_init_from_starts_at_the_given_model(tmp_path, synthetic_faces):
+    """Warm start: step 0 of the new run has the .pfj's params, a fresh optimiser and its own mode."""
+    data = f"folder:{synthetic_faces}"
+    common = {"checkpoint_every": 100, "eval_every": 100, "sample_every": 100}
+    train.train_and_evaluate(_smoke(data, num_train_steps=2, **common), tmp_path / "randwr")
+    src = load_checkpoint(tmp_path / "randwr" / "model.pfj")
+    c = _smoke(data, mode="obfswr", num_train_steps=1, init_from=str(tmp_path / "randwr" / "model.pfj"), **common)
+    state = train.create_train_state(jax.random.key(5), c)
+    for a, b in zip(jax.tree_util.tree_leaves(src.params), jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(state.step) == 0
+    out = train.train_and_evaluate(c, tmp_path / "obfswr")
+    assert int(out["state"].step) == 1 and load_checkpoint(tmp_path / "obfswr" / "model.pfj").mode == "obfswr"
+    with pytest.raises(ValueError, match="flow config"):
+        train.create_train_state(jax.random.key(5), _smoke(data, init_from=str(tmp_path / "randwr" / "model.pfj"),
+                                                           **{"flow.num_blocks": 2}))
+
+
 # --------------------------------------------------------------------------- (3) sharded step
 
 SHARDED_SCRIPT = textwrap.dedent("""
@@ -254,6 +272,11 @@ def test_randwr_decorrelation_and_l1_margin(utkface_faces):
     l1 = float(jnp.mean(losses.l1_per_image(x, -x)))
     assert float(t["wr_triplet_l1"]) == pytest.approx(max(0.5 - l1, 0.0), abs=1e-6)
     assert float(t["L_WR"]) == pytest.approx(float(t["wr_triplet_l1"]) + 2.0 * 2.0, abs=1e-3)
+    # The decorrelation sees the clamped image even when the hinge sees the raw one: a face pushed
+    # far out of range (which meets the raw hinge) is still a copy of x once clamped.
+    raw_cfg = losses.LossConfig(mode="randwr", use_lpips=False, wrong_on_clamped=False, wr_decorrelate=1.0)
+    _, t = losses.total_loss(x, x, x, x, 50.0 * x, None, raw_cfg)
+    assert float(t["wr_triplet_l1"]) == 0.0 and float(t["wr_decorrelation"]) > 1.5
     # Off by default (the paper's loss): no such term, and the L1 margin is `margin`.
     _, t0 = losses.total_loss(x, x, x, x, x, None, losses.LossConfig(mode="randwr", use_lpips=False))
     assert "wr_decorrelation" not in t0 and float(t0["wr_triplet_l1"]) == pytest.approx(1.0)

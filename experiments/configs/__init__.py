@@ -47,6 +47,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # ---- model (proface_jax.flow.FlowConfig)
     c.flow = ml_collections.ConfigDict(dict(num_blocks=3, clamp=2.0, init_scale=0.01, precision="highest"))
+    c.init_from = ""  # a .pfj to start from (warm start, e.g. ObfsWR from a RandWR model); fresh optimiser
     c.quantize_protected = True  # straight-through 8-bit rounding of ŷ before recovery
 
     # ---- pre-obfuscators: one drawn per batch
