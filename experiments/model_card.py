@@ -61,7 +61,8 @@ def card(ck, R: dict, label: str, metrics_rows: list[dict], hardware: str, wall_
             f"(warmup {optim.get('warmup_steps')}), clip {optim.get('grad_clip')}; 8-bit straight-through "
             f"rounding before recovery: {cfg.get('quantize_protected')}.",
             f"* Loss: LPIPS {'on' if loss.get('use_lpips') else 'off'}, margin {loss.get('margin')}, "
-            f"λ {loss.get('lambdas_' + mode)}, wrong-recovery terms on clamped ẍ: {loss.get('wrong_on_clamped')}, "
+            f"λ {loss.get('lambdas_' + mode)}, wrong-recovery hinge on clamped ẍ: "
+            f"{loss.get('wrong_on_clamped') if loss.get('wrong_on_clamped') is not None else mode == 'randwr'}, "
             f"RandWR L1 margin {loss.get('wr_l1_margin')}, decorrelation weight {loss.get('wr_decorrelate', 0.0)}."]
     if hardware:
         out.append(f"* Hardware: {hardware}.")
@@ -86,12 +87,12 @@ def card(ck, R: dict, label: str, metrics_rows: list[dict], hardware: str, wall_
             tgt = (("≥ " if better == "higher" else "≤ ") + f"{tgt}") if tgt != "" else ""
             out.append(f"| {name} {m.upper()} | " + " | ".join(cells) + f" | {tgt} | {paper} |")
     att = R.get("attacks", {}).get(label)
-    if att and "average" in att:
+    if att and "avg" in att:
         ch = R["attacks"]["chance"]
         out += ["", f"Re-identification (probe matched to its original among {ch['gallery']} test faces; "
                 f"chance top-1 {ch['top1']:.3f}), averaged over obfuscators:", "",
                 "| probe | thumbnail top-1 | deep top-1 |", "|---|---|---|"]
-        for probe, d in att["average"].items():
+        for probe, d in att["avg"].items():
             out.append(f"| {probe} | {d.get('thumbnail', {}).get('top1', float('nan')):.3f} | "
                        f"{d.get('deep', {}).get('top1', float('nan')):.3f} |")
     if metrics_rows:
@@ -100,6 +101,8 @@ def card(ck, R: dict, label: str, metrics_rows: list[dict], hardware: str, wall_
                 "| step | " + " | ".join(k[4:] for k in keys) + " |", "|---|" + "---|" * len(keys)]
         for r in metrics_rows:
             out.append(f"| {r['step']} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |")
+    if cfg.get("init_from"):
+        out.insert(out.index("## Training") + 2, f"* Warm start from `{cfg['init_from']}`.")
     out += ["", "## Caveats", "",
             "Trained and tested on UTKFace crops (non-commercial research use only); faces of other "
             "sources, sizes and alignments may score lower. The password is the only secret: see the "
@@ -122,6 +125,9 @@ def main(argv=None) -> int:
     R = json.loads(Path(args.results).read_text())
     if args.label not in R["tables"]:
         ap.error(f"label {args.label!r} not in {args.results}; labels there: {sorted(R['tables'])}")
+    evaluated = R["checkpoints"][args.label]["model_id"]
+    if evaluated != ck.model_id:
+        ap.error(f"{args.results} scored model {evaluated} under {args.label!r}, not {args.checkpoint} ({ck.model_id})")
     rows = learning_curve(Path(args.metrics)) if args.metrics else []
     text = card(ck, R, args.label, rows, args.hardware, args.wall_time, args.command)
     atomic_write_bytes(args.out, text.encode("utf-8"))

@@ -232,3 +232,25 @@ def test_unique_labels():
         "r/best.pfj (randwr)", "o/best.pfj (randwr)"]
     assert evaluate.unique_labels(["/a/best.pfj", "/a/best.pfj"], ["randwr", "randwr"]) == [
         "best.pfj (randwr)", "best.pfj (randwr) #2"]
+
+
+def test_model_card_reports_the_evaluated_numbers(quick_run, tiny_checkpoints, tmp_path):
+    from experiments import model_card
+
+    out, R = quick_run
+    label = LABELS[0]
+    card = tmp_path / "card.md"
+    assert model_card.main(["--checkpoint", str(tiny_checkpoints[0]), "--results", str(out / "results.json"),
+                            "--label", label, "--out", str(card)]) == 0
+    text = card.read_text()
+    t = R["tables"][label]["8bit"]
+    for key in ("privacy", "recovery", "wrong_vs_x"):
+        assert f"| {t['avg'][key]['psnr']:.2f} |" in text and f"| {t['blur'][key]['psnr']:.2f} |" in text
+    # A checkpoint other than the one evaluated is refused.
+    other = tmp_path / "other.pfj"
+    params = random_params(jax.random.key(9), CFG, 1.0, 0.2, 0.5)
+    checkpoint.save_checkpoint(other, params, CFG, "randwr")
+    with pytest.raises(SystemExit):
+        model_card.main(["--checkpoint", str(other), "--results", str(out / "results.json"), "--label", label,
+                         "--out", str(tmp_path / "x.md")])
+    assert not (tmp_path / "x.md").exists()
