@@ -282,6 +282,14 @@ def test_randwr_decorrelation_and_l1_margin(utkface_faces):
     assert "wr_decorrelation" not in t0 and float(t0["wr_triplet_l1"]) == pytest.approx(1.0)
 
 
+def test_straight_through_quantize_values_and_gradient():
+    x = jnp.asarray([-1.7, -0.98, -0.3, 0.0011, 0.5, 0.999, 1.2], jnp.float32)
+    np.testing.assert_array_equal(np.asarray(train.straight_through_quantize(x)), np.asarray(images.quantize(x)))
+    g = jax.grad(lambda v: jnp.sum(train.straight_through_quantize(v) * jnp.arange(1.0, 8.0)))(x)
+    # Straight through the rounding inside the range; zero outside it (the file cannot hold those values).
+    np.testing.assert_array_equal(np.asarray(g), np.asarray([0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0]))
+
+
 def test_torch_rows_l1_triplet_matches_pytorch():
     torch = pytest.importorskip("torch")
     g = np.random.default_rng(1)
