@@ -103,7 +103,8 @@ def load_checkpoint(path_or_name: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory; pass the .pfj file (orbax training dirs: "
-                              "use experiments.export to write one)")
+                              "a run writes best.pfj and model.pfj in its workdir; to export one stopped early, "
+                              "rerun it with --config.num_train_steps=<its last step>)")
     data = path.read_bytes()
     if len(data) < len(MAGIC) + 4 or data[: len(MAGIC)] != MAGIC:
         raise CheckpointError(f"{path}: not a proface-jax checkpoint (bad magic bytes)")
