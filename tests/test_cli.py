@@ -117,7 +117,7 @@ def test_demo_writes_the_grid(tmp_path, capsys):
 
 
 @pytest.mark.skipif("randwr" not in checkpoint.shipped_names(), reason="no shipped randwr model in this install")
-def test_shipped_model_recovers_a_real_face_from_the_png(tmp_path, utkface_faces):
+def test_shipped_model_recovers_a_real_face_from_the_png(tmp_path, utkface_faces, monkeypatch):
     from proface_jax import metrics
 
     face = utkface_faces(1, 112)[0]
@@ -127,3 +127,8 @@ def test_shipped_model_recovers_a_real_face_from_the_png(tmp_path, utkface_faces
     assert run("recover", tmp_path / "p.png", "--out", tmp_path / "r.png") == 0
     rec = images.load_rgb(tmp_path / "r.png")
     assert metrics.score(rec[None], face[None])["psnr"][0] > 30
+    # One character off: RandWR gives noise, far from the face.
+    monkeypatch.setenv("PROFACE_PASSWORD", "hunter2 is not a good passwore")
+    assert run("recover", tmp_path / "p.png", "--out", tmp_path / "w.png") == 0
+    wrong = images.load_rgb(tmp_path / "w.png")
+    assert metrics.score(wrong[None], face[None])["psnr"][0] < 15
