@@ -443,6 +443,8 @@ class Evaluator:
             ref = {"x": x, "y": y}
             pairs = {"protect": (out["protected"], y), "recover": (out["recovered"], x),
                      "wrong": (out["wrong"], ref[wrong_ref])}
+            if wrong_ref == "y":  # an ObfsWR wrong recovery must not be x either (a key-independent model)
+                pairs["wrongx"] = (out["wrong"], x)
             for what, (a, b_) in pairs.items():
                 for m, v in metrics.score(a, b_, self.lpips_params, from_8bit=True).items():
                     v = float(np.mean(v))

@@ -52,6 +52,14 @@ Choices, all in the `loss` section of a training config (see `LossConfig`):
   correlation of thumbnails; squared, the term is blind to sign as that attack is).
   Always on the clamped ẍ, so it sees the face a hinge met out of range would show.
   RandWR only; 0 turns it off (the paper).
+* ``obfs_decorrelate`` — ObfsWR only: weight (inside L_WR) of the squared correlation between
+  what the wrong recovery adds to y and what x differs from y, corr(ẍ − y, x − y)², per image,
+  at full resolution and as 4×4-pooled grayscale thumbnails (on the clamped ẍ). Without it every
+  ObfsWR run here found a key-independent recovery (ẍ ≈ x̌ ≈ x, or ≈ y): L1(ẍ, y) and L1(x̌, x)
+  are each cheap to trade against the other when the key is ignored, and a wrong recovery equal
+  to x costs only L1(x, y) ≈ 0.1. The correlation is scale-free, so it charges the *direction*
+  of the leak: a wrong recovery equal to x scores 1 whatever |x − y| is; y plus noise scores ~0.
+  0 turns it off (the paper).
 * ``obfswr_l1_in_recovery`` — the authors' code puts ObfsWR's L1(ẍ, y) in L_R
   (weight λ2) instead of L_WR (weight λ3). Off by default (the paper).
 * ``use_lpips`` — off drops every LPIPS term (fast smoke runs only).
@@ -85,6 +93,7 @@ class LossConfig:
     obfswr_l1_in_recovery: bool = False
     wr_l1_margin: float | None = None  # None: `margin`
     wr_decorrelate: float = 0.0
+    obfs_decorrelate: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -114,7 +123,8 @@ class LossConfig:
                    wrong_on_clamped=loss.get("wrong_on_clamped", None),
                    obfswr_l1_in_recovery=bool(loss.get("obfswr_l1_in_recovery", False)),
                    wr_l1_margin=loss.get("wr_l1_margin", None),
-                   wr_decorrelate=float(loss.get("wr_decorrelate", 0.0)))
+                   wr_decorrelate=float(loss.get("wr_decorrelate", 0.0)),
+                   obfs_decorrelate=float(loss.get("obfs_decorrelate", 0.0)))
 
 
 # ---------------------------------------------------------------------------- distances
@@ -176,6 +186,11 @@ def decorrelation_loss(wrong, x) -> jax.Array:
     return jnp.mean(full ** 2) + jnp.mean(thumb ** 2)
 
 
+def residual_decorrelation_loss(wrong, x, y) -> jax.Array:
+    """ObfsWR leak: mean squared correlation of (ẍ − y) with (x − y), full size and as thumbnails."""
+    return decorrelation_loss(wrong - y, x - y)
+
+
 # ---------------------------------------------------------------------------- the terms
 
 
@@ -224,6 +239,10 @@ def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
         extra_r, total = l1_wy, jnp.zeros((), jnp.float32)
     else:
         total = l1_wy
+    if cfg.obfs_decorrelate:
+        dec = residual_decorrelation_loss(shown, x, y)
+        terms["wr_residual_decorrelation"] = dec
+        total = total + cfg.obfs_decorrelate * dec
     if cfg.use_lpips:
         t_wrong = triplet(lpips_per_image(lpips_params, wrong, y), lpips_per_image(lpips_params, wrong, x),
                           cfg.margin, cfg.triplet_reduction)

@@ -282,6 +282,32 @@ def test_randwr_decorrelation_and_l1_margin(utkface_faces):
     assert "wr_decorrelation" not in t0 and float(t0["wr_triplet_l1"]) == pytest.approx(1.0)
 
 
+def test_obfswr_residual_decorrelation(utkface_faces):
+    """The ObfsWR leak term charges a wrong recovery for carrying x's difference from y."""
+    x = jnp.asarray(images.to_unit(utkface_faces(4, 32)))
+    y = jnp.asarray(images.to_unit(utkface_faces(4, 32)[::-1]))  # another face: x − y is structured
+    noise = 0.05 * jax.random.uniform(jax.random.key(2), x.shape, minval=-1.0, maxval=1.0)
+    # ẍ = x (the key-independent solution) scores the maximum, 2 (full size + thumbnails), and so does
+    # any mix y + a·(x − y): the term is scale-free, it charges the direction of the leak.
+    assert float(losses.residual_decorrelation_loss(x, x, y)) == pytest.approx(2.0, abs=1e-4)
+    assert float(losses.residual_decorrelation_loss(y + 0.1 * (x - y), x, y)) == pytest.approx(2.0, abs=1e-3)
+    # y plus independent noise (what ObfsWR asks for) is nearly free.
+    assert float(losses.residual_decorrelation_loss(y + noise, x, y)) < 0.05
+    cfg = losses.LossConfig(mode="obfswr", use_lpips=False, obfs_decorrelate=1.5)
+    _, t = losses.total_loss(x, y, y, x, x, None, cfg)
+    assert float(t["wr_residual_decorrelation"]) == pytest.approx(2.0, abs=1e-4)
+    assert float(t["L_WR"]) == pytest.approx(float(t["wr_l1"]) + 1.5 * 2.0, abs=1e-3)
+    # Its gradient pulls a leaking wrong recovery away from x: a small step down it lowers the leak.
+    leaky = y + 0.1 * (x - y) + noise
+    g = jax.grad(lambda w: losses.residual_decorrelation_loss(w, x, y))(leaky)
+    before = float(losses.residual_decorrelation_loss(leaky, x, y))
+    after = float(losses.residual_decorrelation_loss(leaky - 1e-3 * g / jnp.max(jnp.abs(g)), x, y))
+    assert after < before
+    # Off by default (the paper's ObfsWR loss).
+    _, t0 = losses.total_loss(x, y, y, x, x, None, losses.LossConfig(mode="obfswr", use_lpips=False))
+    assert "wr_residual_decorrelation" not in t0
+
+
 def test_straight_through_quantize_values_and_gradient():
     x = jnp.asarray([-1.7, -0.98, -0.3, 0.0011, 0.5, 0.999, 1.2], jnp.float32)
     np.testing.assert_array_equal(np.asarray(train.straight_through_quantize(x)), np.asarray(images.quantize(x)))
