@@ -60,6 +60,11 @@ Choices, all in the `loss` section of a training config (see `LossConfig`):
   to x costs only L1(x, y) ≈ 0.1. The correlation is scale-free, so it charges the *direction*
   of the leak: a wrong recovery equal to x scores 1 whatever |x − y| is; y plus noise scores ~0.
   0 turns it off (the paper).
+* ``obfs_l1_triplet_margin`` — ObfsWR only: >0 adds the L1 twins of the paper's two ObfsWR
+  triplets, Triplet(ẍ, y, x; L1) + Triplet(x̌, x, y; L1), at this margin (per image, in units
+  of the [-1, 1] range: L1(x, y) is 0.05–0.3 for the obfuscators here, so the margin must be
+  below it). The right-recovery one is what stops the collapse to x̌ ≈ y when LPIPS is off;
+  with LPIPS on, the LPIPS triplets do that job. 0 turns them off (the paper).
 * ``obfswr_l1_in_recovery`` — the authors' code puts ObfsWR's L1(ẍ, y) in L_R
   (weight λ2) instead of L_WR (weight λ3). Off by default (the paper).
 * ``use_lpips`` — off drops every LPIPS term (fast smoke runs only).
@@ -94,6 +99,7 @@ class LossConfig:
     wr_l1_margin: float | None = None  # None: `margin`
     wr_decorrelate: float = 0.0
     obfs_decorrelate: float = 0.0
+    obfs_l1_triplet_margin: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -124,7 +130,8 @@ class LossConfig:
                    obfswr_l1_in_recovery=bool(loss.get("obfswr_l1_in_recovery", False)),
                    wr_l1_margin=loss.get("wr_l1_margin", None),
                    wr_decorrelate=float(loss.get("wr_decorrelate", 0.0)),
-                   obfs_decorrelate=float(loss.get("obfs_decorrelate", 0.0)))
+                   obfs_decorrelate=float(loss.get("obfs_decorrelate", 0.0)),
+                   obfs_l1_triplet_margin=float(loss.get("obfs_l1_triplet_margin", 0.0)))
 
 
 # ---------------------------------------------------------------------------- distances
@@ -243,6 +250,13 @@ def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
         dec = residual_decorrelation_loss(shown, x, y)
         terms["wr_residual_decorrelation"] = dec
         total = total + cfg.obfs_decorrelate * dec
+    if cfg.obfs_l1_triplet_margin > 0:
+        m = cfg.obfs_l1_triplet_margin
+        t_wrong = triplet(l1_per_image(wrong, y), l1_per_image(wrong, x), m, cfg.triplet_reduction)
+        t_right = triplet(l1_per_image(recovered, x), l1_per_image(recovered, y), m, cfg.triplet_reduction)
+        terms["wr_triplet_wrong_l1"] = t_wrong
+        terms["wr_triplet_right_l1"] = t_right
+        total = total + t_wrong + t_right
     if cfg.use_lpips:
         t_wrong = triplet(lpips_per_image(lpips_params, wrong, y), lpips_per_image(lpips_params, wrong, x),
                           cfg.margin, cfg.triplet_reduction)

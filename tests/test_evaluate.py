@@ -246,6 +246,16 @@ def test_model_card_reports_the_evaluated_numbers(quick_run, tiny_checkpoints, t
     t = R["tables"][label]["8bit"]
     for key in ("privacy", "recovery", "wrong_vs_x"):
         assert f"| {t['avg'][key]['psnr']:.2f} |" in text and f"| {t['blur'][key]['psnr']:.2f} |" in text
+    assert f"{R['tables'][label]['float']['avg']['recovery']['psnr']:.2f} dB PSNR" in text  # float vs 8-bit line
+    # An ObfsWR card shows ẍ against y (its target) and against x (a key-independent model would show x).
+    label_o = LABELS[1]
+    assert model_card.main(["--checkpoint", str(tiny_checkpoints[1]), "--results", str(out / "results.json"),
+                            "--label", label_o, "--out", str(card)]) == 0
+    text, t = card.read_text(), R["tables"][label_o]["8bit"]
+    assert "ObfsWR residual decorrelation weight" in text
+    for key, name in (("wrong_vs_y", "wrong recovery ẍ vs y PSNR"), ("wrong_vs_x", "wrong recovery ẍ vs x")):
+        row = next(ln for ln in text.splitlines() if ln.startswith(f"| {name}"))
+        assert f"| {t['avg'][key]['psnr']:.2f} |" in row
     # A checkpoint other than the one evaluated is refused.
     other = tmp_path / "other.pfj"
     params = random_params(jax.random.key(9), CFG, 1.0, 0.2, 0.5)

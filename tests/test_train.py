@@ -305,7 +305,23 @@ def test_obfswr_residual_decorrelation(utkface_faces):
     assert after < before
     # Off by default (the paper's ObfsWR loss).
     _, t0 = losses.total_loss(x, y, y, x, x, None, losses.LossConfig(mode="obfswr", use_lpips=False))
-    assert "wr_residual_decorrelation" not in t0
+    assert "wr_residual_decorrelation" not in t0 and "wr_triplet_right_l1" not in t0
+
+
+def test_obfswr_l1_triplets(utkface_faces):
+    """L1 twins of the ObfsWR triplets: the collapse x̌ = ẍ = y pays the right-recovery hinge in full."""
+    x = jnp.asarray(images.to_unit(utkface_faces(4, 32)))
+    y = jnp.asarray(images.to_unit(utkface_faces(4, 32)[::-1]))
+    m = 0.05
+    cfg = losses.LossConfig(mode="obfswr", use_lpips=False, obfs_l1_triplet_margin=m)
+    d_xy = losses.l1_per_image(x, y)
+    assert float(jnp.min(d_xy)) > m  # so the wanted solution meets both hinges
+    _, good = losses.total_loss(x, y, y, x, y, None, cfg)  # x̌ = x, ẍ = y
+    assert float(good["wr_triplet_right_l1"]) == 0.0 and float(good["wr_triplet_wrong_l1"]) == 0.0
+    _, to_y = losses.total_loss(x, y, y, y, y, None, cfg)  # key-independent: everything → y
+    assert float(to_y["wr_triplet_right_l1"]) == pytest.approx(float(jnp.mean(d_xy)) + m, abs=1e-5)
+    _, to_x = losses.total_loss(x, y, y, x, x, None, cfg)  # key-independent: everything → x
+    assert float(to_x["wr_triplet_wrong_l1"]) == pytest.approx(float(jnp.mean(d_xy)) + m, abs=1e-5)
 
 
 def test_straight_through_quantize_values_and_gradient():
