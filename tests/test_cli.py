@@ -132,3 +132,27 @@ def test_shipped_model_recovers_a_real_face_from_the_png(tmp_path, utkface_faces
     assert run("recover", tmp_path / "p.png", "--out", tmp_path / "w.png") == 0
     wrong = images.load_rgb(tmp_path / "w.png")
     assert metrics.score(wrong[None], face[None])["psnr"][0] < 15
+
+
+@pytest.mark.skipif("obfswr" not in checkpoint.shipped_names(), reason="no shipped obfswr model in this install")
+def test_shipped_obfswr_model_gives_the_obfuscated_face_to_a_wrong_password(tmp_path, utkface_faces, monkeypatch):
+    """ObfsWR: the right password gives x back; a wrong one gives y (the blurred face), not x."""
+    from proface_jax import metrics, photo
+
+    face = utkface_faces(1, 112)[0]
+    src = tmp_path / "f.png"
+    images.save_png(src, face)
+    assert run("protect", src, "--out", tmp_path / "p.png", "--mode", "obfswr", "--obfuscator", "blur") == 0
+    assert run("recover", tmp_path / "p.png", "--out", tmp_path / "r.png") == 0
+    rec = images.load_rgb(tmp_path / "r.png")
+    assert metrics.score(rec[None], face[None])["psnr"][0] > 30
+    y = photo.obfuscate(face, "blur")  # [1, H, W, 3] in [-1, 1]
+    monkeypatch.setenv("PROFACE_PASSWORD", "hunter2 is not a good passwore")
+    assert run("recover", tmp_path / "p.png", "--out", tmp_path / "w.png") == 0
+    wrong = images.load_rgb(tmp_path / "w.png")
+    to_y = metrics.score(wrong[None], y)["psnr"][0]
+    to_x = metrics.score(wrong[None], face[None])["psnr"][0]
+    # Close to the blurred face, and no closer to the original than the blurred face itself is:
+    # a key-independent model (one that recovers x whatever the password) fails the second check.
+    assert to_y > 25
+    assert to_x < metrics.score(y, face[None])["psnr"][0] + 1.0
