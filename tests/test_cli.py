@@ -114,6 +114,9 @@ def test_demo_writes_the_grid(tmp_path, capsys):
     text = capsys.readouterr().out
     if not checkpoint.shipped_names():
         assert "UNTRAINED" in text
+    assert "ẍ vs y" not in text  # RandWR (the default): the wrong password is scored against x only
+    assert run("demo", "--out", out, "--size", "64", "--mode", "obfswr") == 0
+    assert "ẍ vs y" in capsys.readouterr().out  # ObfsWR: also against the obfuscated face it should give
 
 
 @pytest.mark.skipif("randwr" not in checkpoint.shipped_names(), reason="no shipped randwr model in this install")
