@@ -58,7 +58,8 @@ Choices, all in the `loss` section of a training config (see `LossConfig`):
   ObfsWR run here found a key-independent recovery (ẍ ≈ x̌ ≈ x, or ≈ y): L1(ẍ, y) and L1(x̌, x)
   are each cheap to trade against the other when the key is ignored, and a wrong recovery equal
   to x costs only L1(x, y) ≈ 0.1. The correlation is scale-free, so it charges the *direction*
-  of the leak: a wrong recovery equal to x scores 1 whatever |x − y| is; y plus noise scores ~0.
+  of the leak: a wrong recovery equal to x scores 1 per part (2 in all) whatever |x − y| is; y plus
+  noise scores ~0.
   0 turns it off (the paper).
 * ``obfs_l1_triplet_margin`` — ObfsWR only: >0 adds the L1 twins of the paper's two ObfsWR
   triplets, Triplet(ẍ, y, x; L1) + Triplet(x̌, x, y; L1), at this margin (per image, in units
