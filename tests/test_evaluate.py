@@ -252,7 +252,7 @@ def test_model_card_reports_the_evaluated_numbers(quick_run, tiny_checkpoints, t
     assert model_card.main(["--checkpoint", str(tiny_checkpoints[1]), "--results", str(out / "results.json"),
                             "--label", label_o, "--out", str(card)]) == 0
     text, t = card.read_text(), R["tables"][label_o]["8bit"]
-    assert "ObfsWR residual decorrelation weight" in text
+    assert "ObfsWR residual decorrelation weight" in text and "ObfsWR L1 triplet margin" in text
     for key, name in (("wrong_vs_y", "wrong recovery ẍ vs y PSNR"), ("wrong_vs_x", "wrong recovery ẍ vs x")):
         row = next(ln for ln in text.splitlines() if ln.startswith(f"| {name}"))
         assert f"| {t['avg'][key]['psnr']:.2f} |" in row
