@@ -22,6 +22,10 @@ fold_in(train_root, s). A checkpoint holds the state (params, Adam state, step, 
 plus JSON meta (iterator position, the guard's loss history, the best validation value), so
 "n steps, stop, resume, n steps" equals 2n steps straight.
 
+Wall-clock limit (`time_limit_s` > 0, e.g. a lent GPU for a few minutes): training stops after
+the first step past the limit and treats it as the last (validation, checkpoint, model.pfj);
+the lr schedule still runs to `num_train_steps`, so a resume continues it unchanged.
+
 Data parallel: a 1-D `jax.sharding.Mesh` ("data") over the local devices (as many as divide
 the batch); the batch is sharded along it, params and optimizer state replicated, and jit
 inserts the gradient all-reduce. No pmap.
@@ -614,8 +618,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     pbar = tqdm(total=total, initial=step, disable=not config.progress_bar, dynamic_ncols=True,
                 desc=f"train {config.mode}", smoothing=0.05)
+    time_limit = float(config.get("time_limit_s", 0.0) or 0.0)
+    t_start = time.perf_counter()
+    out_of_time = False
     try:
-        while step < total:
+        while step < total and not out_of_time:
             if it is None or it_size != size_at(config, step):
                 open_iterator(step)
             batch = next(it)
@@ -661,8 +668,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             pbar.set_postfix(loss=f"{loss:.4f}", P=f"{m['L_P']:.4f}", R=f"{m['L_R']:.4f}",
                              WR=f"{m['L_WR']:.4f}", refresh=False)
             pbar.update(1)
+            out_of_time = time_limit > 0 and time.perf_counter() - t_start > time_limit
+            last = step == total or out_of_time
+            if out_of_time and step < total:
+                logger.info("step %d: time limit %.0f s reached; stopping", step, time_limit)
+                writer.write({"step": step, "kind": "time_limit", "time_limit_s": time_limit})
 
-            if step % config.log_every == 0 or step == total:
+            if step % config.log_every == 0 or last:
                 now = time.perf_counter()
                 rec = {k: float(np.mean([w[k] for w in window])) for k in window[0] if k != "obfuscator"}
                 rec.update(step=step, kind="train", steps_per_s=len(window) / max(now - t_log, 1e-9),
@@ -671,8 +683,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 window.clear()
                 t_log = now
 
-            do_eval = step % config.eval_every == 0 or step == total
-            do_sample = step % config.sample_every == 0 or step == total
+            do_eval = step % config.eval_every == 0 or last
+            do_sample = step % config.sample_every == 0 or last
             if do_eval or do_sample:
                 val, rows = evaluator(state.params)
                 if do_sample:
@@ -692,7 +704,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     pbar.write(f"step {step}: " + ", ".join(
                         f"{k[4:]} {v:.4g}" for k, v in sorted(val.items()) if k.count("/") == 1))
 
-            if step % config.checkpoint_every == 0 or step == total:
+            if step % config.checkpoint_every == 0 or last:
                 save_state(periodic, state, meta_now())
     finally:
         pbar.close()

@@ -126,6 +126,23 @@ def test_resume_equals_straight_run(tmp_path, synthetic_faces):
     assert steps == list(range(1, 2 * n + 1))
 
 
+def test_time_limit_stops_cleanly_and_resumes(tmp_path, synthetic_faces):
+    """A run past its wall-time limit ends like a finished one (eval, checkpoint, model.pfj) at the
+    step it reached, and a later run without the limit resumes from there to num_train_steps."""
+    data = f"folder:{synthetic_faces}"
+    common = {"checkpoint_every": 100, "eval_every": 100, "sample_every": 100, "log_every": 100}
+    first = train.train_and_evaluate(_smoke(data, num_train_steps=5, time_limit_s=1e-9, **common), tmp_path / "w")
+    assert int(first["state"].step) == 1  # the limit is checked after each step: one step, then stop
+    recs = _jsonl(tmp_path / "w")
+    assert [r["step"] for r in recs if r["kind"] == "time_limit"] == [1]
+    assert [r["step"] for r in recs if r["kind"] == "eval"] == [1]
+    assert (tmp_path / "w" / "checkpoints" / "1").is_dir()
+    assert load_checkpoint(tmp_path / "w" / "model.pfj").meta["steps"] == 1
+    done = train.train_and_evaluate(_smoke(data, num_train_steps=3, **common), tmp_path / "w")
+    assert int(done["state"].step) == 3
+    assert [r["step"] for r in _jsonl(tmp_path / "w") if r["kind"] == "train"] == [1, 3]
+
+
 def test_init_from_starts_at_the_given_model(tmp_path, synthetic_faces):
     """Warm start: step 0 of the new run has the .pfj's params, a fresh optimiser and its own mode."""
     data = f"folder:{synthetic_faces}"

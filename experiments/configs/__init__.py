@@ -84,6 +84,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.final_lr_ratio = 0.0  # warmup_cosine: lr at the end / peak lr
     c.optim.grad_clip = 0.0  # global-norm clip; 0 = off
     c.num_train_steps = 135_000
+    c.time_limit_s = 0.0  # >0: stop (validate, checkpoint, export) after the first step past this wall time
 
     # ---- loss-explosion guard: NaN/Inf, or loss > factor × running median -> restore, lr × lr_decay
     c.guard = ml_collections.ConfigDict()
