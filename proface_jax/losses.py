@@ -52,6 +52,14 @@ Choices, all in the `loss` section of a training config (see `LossConfig`):
   correlation of thumbnails; squared, the term is blind to sign as that attack is).
   Always on the clamped ẍ, so it sees the face a hinge met out of range would show.
   RandWR only; 0 turns it off (the paper).
+* ``decorrelate_thumbs`` — thumbnail sizes (pixels a side) for the thumbnail part of both
+  decorrelation terms. Empty (the default): one thumbnail, 4×4-pooled, whose size grows with the
+  image (16×16 at 64×64 but 28×28 at 112×112). Set, e.g. ``(8, 16)``: one term per fixed size,
+  area-averaged, so the term sees what a thumbnail attacker sees at any training size. Measured
+  here: a model trained at 112×112 with the default kept corr² at 28×28 near 6e-4 while its
+  16×16 thumbnails still correlated with x at |r| ≈ 0.11, enough for the attack to pick the right
+  face 33–48 % of the time among 40. Pooling averages the noise away faster than the low-frequency
+  face, so the smaller the thumbnail the stronger the leak it shows.
 * ``obfs_decorrelate`` — ObfsWR only: weight (inside L_WR) of the squared correlation between
   what the wrong recovery adds to y and what x differs from y, corr(ẍ − y, x − y)², per image,
   at full resolution and as 4×4-pooled grayscale thumbnails (on the clamped ẍ). Without it every
@@ -101,6 +109,7 @@ class LossConfig:
     wr_decorrelate: float = 0.0
     obfs_decorrelate: float = 0.0
     obfs_l1_triplet_margin: float = 0.0
+    decorrelate_thumbs: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -112,6 +121,10 @@ class LossConfig:
         if len(self.lambdas) != 3:
             raise ValueError(f"lambdas must be (λ1, λ2, λ3), got {self.lambdas!r}")
         object.__setattr__(self, "lambdas", tuple(float(v) for v in self.lambdas))
+        thumbs = tuple(int(v) for v in self.decorrelate_thumbs)
+        if any(v < 2 for v in thumbs):
+            raise ValueError(f"decorrelate_thumbs must be sizes ≥ 2, got {self.decorrelate_thumbs!r}")
+        object.__setattr__(self, "decorrelate_thumbs", thumbs)
 
     @property
     def clamp_wrong(self) -> bool:
@@ -132,7 +145,8 @@ class LossConfig:
                    wr_l1_margin=loss.get("wr_l1_margin", None),
                    wr_decorrelate=float(loss.get("wr_decorrelate", 0.0)),
                    obfs_decorrelate=float(loss.get("obfs_decorrelate", 0.0)),
-                   obfs_l1_triplet_margin=float(loss.get("obfs_l1_triplet_margin", 0.0)))
+                   obfs_l1_triplet_margin=float(loss.get("obfs_l1_triplet_margin", 0.0)),
+                   decorrelate_thumbs=tuple(loss.get("decorrelate_thumbs", None) or ()))
 
 
 # ---------------------------------------------------------------------------- distances
@@ -187,16 +201,29 @@ def _gray_pool(images, factor: int = 4) -> jax.Array:
     return gray.reshape(b, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
 
 
-def decorrelation_loss(wrong, x) -> jax.Array:
-    """Mean squared correlation of ẍ with x, full resolution and as 4×4-pooled grayscale."""
-    full = pearson_per_image(wrong, x)
-    thumb = pearson_per_image(_gray_pool(wrong), _gray_pool(x))
-    return jnp.mean(full ** 2) + jnp.mean(thumb ** 2)
+def _gray_thumb(images, size: int) -> jax.Array:
+    """NHWC -> [B, size, size] grayscale by area averaging (exact when the sides are multiples of size)."""
+    b, h, w, _ = images.shape
+    gray = jnp.mean(images, axis=-1)
+    if h % size == 0 and w % size == 0:
+        return gray.reshape(b, size, h // size, size, w // size).mean(axis=(2, 4))
+    return jax.image.resize(gray, (b, size, size), "linear", antialias=True)
 
 
-def residual_decorrelation_loss(wrong, x, y) -> jax.Array:
+def decorrelation_loss(wrong, x, thumbs: tuple[int, ...] = ()) -> jax.Array:
+    """Mean squared correlation of ẍ with x at full resolution, plus one such term per thumbnail:
+    4×4-pooled grayscale when `thumbs` is empty, else area-averaged to each size in `thumbs`."""
+    total = jnp.mean(pearson_per_image(wrong, x) ** 2)
+    if not thumbs:
+        return total + jnp.mean(pearson_per_image(_gray_pool(wrong), _gray_pool(x)) ** 2)
+    for size in thumbs:
+        total = total + jnp.mean(pearson_per_image(_gray_thumb(wrong, size), _gray_thumb(x, size)) ** 2)
+    return total
+
+
+def residual_decorrelation_loss(wrong, x, y, thumbs: tuple[int, ...] = ()) -> jax.Array:
     """ObfsWR leak: mean squared correlation of (ẍ − y) with (x − y), full size and as thumbnails."""
-    return decorrelation_loss(wrong - y, x - y)
+    return decorrelation_loss(wrong - y, x - y, thumbs)
 
 
 # ---------------------------------------------------------------------------- the terms
@@ -231,7 +258,7 @@ def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
         terms["wr_triplet_l1"] = t_l1
         total = t_l1
         if cfg.wr_decorrelate:
-            dec = decorrelation_loss(shown, x)  # on the clamped image, whatever the hinge sees
+            dec = decorrelation_loss(shown, x, cfg.decorrelate_thumbs)  # on the clamped image, whatever the hinge sees
             terms["wr_decorrelation"] = dec
             total = total + cfg.wr_decorrelate * dec
         if cfg.use_lpips:
@@ -248,7 +275,7 @@ def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
     else:
         total = l1_wy
     if cfg.obfs_decorrelate:
-        dec = residual_decorrelation_loss(shown, x, y)
+        dec = residual_decorrelation_loss(shown, x, y, cfg.decorrelate_thumbs)
         terms["wr_residual_decorrelation"] = dec
         total = total + cfg.obfs_decorrelate * dec
     if cfg.obfs_l1_triplet_margin > 0:

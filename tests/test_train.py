@@ -304,6 +304,31 @@ def test_randwr_decorrelation_and_l1_margin(utkface_faces):
     assert "wr_decorrelation" not in t0 and float(t0["wr_triplet_l1"]) == pytest.approx(1.0)
 
 
+def test_decorrelation_fixed_thumbnails(utkface_faces):
+    # At 112×112 the default 4×4 pool gives 28×28 thumbnails; a leak of the low-frequency face (what a
+    # 16×16 thumbnail attacker matches on) shows far more at a fixed 16×16 size.
+    x = jnp.asarray(images.to_unit(utkface_faces(4, 112)))
+    noise = jax.random.uniform(jax.random.key(1), x.shape, minval=-1.0, maxval=1.0)
+    low = jax.image.resize(jax.image.resize(x, (4, 16, 16, 3), "linear", antialias=True), x.shape, "linear")
+    leak = noise + 0.15 * low
+    full = float(jnp.mean(losses.pearson_per_image(leak, x) ** 2))
+    pooled = float(losses.decorrelation_loss(leak, x)) - full
+    fixed16 = float(losses.decorrelation_loss(leak, x, (16,))) - full
+    assert fixed16 > 1.5 * pooled
+    # One term per size (32 does not divide 112: the resize path), each 1 for a copy, small for noise.
+    assert float(losses.decorrelation_loss(x, x, (8, 16, 32))) == pytest.approx(4.0, abs=1e-4)
+    assert float(losses.decorrelation_loss(noise, x, (8, 16, 32))) < 0.1
+    g = jax.grad(lambda w: losses.decorrelation_loss(w, x, (8, 16, 32)))(leak)
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.max(jnp.abs(g))) > 0
+    cfg = losses.LossConfig(mode="randwr", use_lpips=False, wr_decorrelate=1.0, decorrelate_thumbs=[16, 8])
+    assert cfg.decorrelate_thumbs == (16, 8)
+    _, t = losses.total_loss(x, x, x, x, leak, None, cfg)
+    assert float(t["wr_decorrelation"]) == pytest.approx(
+        float(losses.decorrelation_loss(jnp.clip(leak, -1.0, 1.0), x, (16, 8))), rel=1e-5)  # on the clamped ẍ
+    with pytest.raises(ValueError, match="decorrelate_thumbs"):
+        losses.LossConfig(decorrelate_thumbs=(1,))
+
+
 def test_obfswr_residual_decorrelation(utkface_faces):
     """The ObfsWR leak term charges a wrong recovery for carrying x's difference from y."""
     x = jnp.asarray(images.to_unit(utkface_faces(4, 32)))
