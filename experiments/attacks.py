@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from proface_jax import losses
 from proface_jax.lpips import distance as lpips_distance
 from proface_jax.lpips import vgg
 
@@ -40,20 +41,12 @@ LUMA = (0.299, 0.587, 0.114)
 # --------------------------------------------------------------------------- features
 
 
-def _box_resize(g, size: int):
-    """[B, H, W] -> [B, size, size] by area averaging (exact when H, W are multiples of size)."""
-    b, h, w = g.shape
-    if h % size == 0 and w % size == 0:
-        return g.reshape(b, size, h // size, size, w // size).mean(axis=(2, 4))
-    return jax.image.resize(g, (b, size, size), "linear", antialias=True)
-
-
 @functools.partial(jax.jit, static_argnames=("size",))
 def thumbnail_features(images, size: int = THUMB):
     """NHWC [-1, 1] -> [B, size²] float32: mean-removed, unit-norm grayscale thumbnails."""
     x = jnp.clip(jnp.asarray(images, jnp.float32), -1.0, 1.0)
     g = jnp.tensordot(x, jnp.asarray(LUMA, jnp.float32), axes=([-1], [0]))
-    t = _box_resize(g, size).reshape(x.shape[0], -1)
+    t = losses.area_resize(g, size).reshape(x.shape[0], -1)
     t = t - t.mean(axis=1, keepdims=True)
     n = jnp.linalg.norm(t, axis=1, keepdims=True)
     return jnp.where(n > 0, t / jnp.maximum(n, 1e-12), 0.0)

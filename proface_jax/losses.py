@@ -201,13 +201,17 @@ def _gray_pool(images, factor: int = 4) -> jax.Array:
     return gray.reshape(b, h // factor, factor, w // factor, factor).mean(axis=(2, 4))
 
 
-def _gray_thumb(images, size: int) -> jax.Array:
-    """NHWC -> [B, size, size] grayscale by area averaging (exact when the sides are multiples of size)."""
-    b, h, w, _ = images.shape
-    gray = jnp.mean(images, axis=-1)
+def area_resize(gray, size: int) -> jax.Array:
+    """[B, H, W] -> [B, size, size] by area averaging (exact when H, W are multiples of size).
+    Shared with the thumbnail attack (experiments.attacks), so the loss sees what it sees."""
+    b, h, w = gray.shape
     if h % size == 0 and w % size == 0:
         return gray.reshape(b, size, h // size, size, w // size).mean(axis=(2, 4))
     return jax.image.resize(gray, (b, size, size), "linear", antialias=True)
+
+
+def _gray_thumb(images, size: int) -> jax.Array:
+    return area_resize(jnp.mean(images, axis=-1), size)
 
 
 def decorrelation_loss(wrong, x, thumbs: tuple[int, ...] = ()) -> jax.Array:
