@@ -67,6 +67,8 @@ def card(ck, R: dict, label: str, metrics_rows: list[dict], hardware: str, wall_
             f"{loss.get('wrong_on_clamped') if loss.get('wrong_on_clamped') is not None else mode == 'randwr'}, "
             f"RandWR L1 margin {loss.get('wr_l1_margin')}, decorrelation weight {loss.get('wr_decorrelate', 0.0)}"
             + (f" (thumbnails {tuple(loss.get('decorrelate_thumbs'))})" if loss.get('decorrelate_thumbs') else "")
+            + (f", in-batch re-identification hinge weight {loss.get('wr_reid_hinge')}"
+               if loss.get('wr_reid_hinge') else "")
             + (f", ObfsWR residual decorrelation weight {loss.get('obfs_decorrelate', 0.0)}, ObfsWR L1 triplet "
                f"margin {loss.get('obfs_l1_triplet_margin', 0.0)}." if mode == "obfswr" else ".")]
     if hardware:

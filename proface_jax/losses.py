@@ -60,6 +60,12 @@ Choices, all in the `loss` section of a training config (see `LossConfig`):
   16×16 thumbnails still correlated with x at |r| ≈ 0.11, enough for the attack to pick the right
   face 33–48 % of the time among 40. Pooling averages the noise away faster than the low-frequency
   face, so the smaller the thumbnail the stronger the leak it shows.
+* ``wr_reid_hinge`` — weight (inside L_WR, RandWR only) of the thumbnail attack run inside the
+  batch: per image, how far |corr(ẍ_i, x_i)| stands above the mean |corr(ẍ_i, x_j)| over the
+  batch's other faces, hinged at 0, at full resolution and at the thumbnail sizes of
+  ``decorrelate_thumbs`` (on the clamped ẍ). The attack needs only the true face to stand out of
+  its gallery, and corr² gives little gradient near the small |r| (≈ 0.1 against ≈ 0.05 for
+  other faces) that is enough for it; this term's gradient does not fade there. 0 turns it off.
 * ``obfs_decorrelate`` — ObfsWR only: weight (inside L_WR) of the squared correlation between
   what the wrong recovery adds to y and what x differs from y, corr(ẍ − y, x − y)², per image,
   at full resolution and as 4×4-pooled grayscale thumbnails (on the clamped ẍ). Without it every
@@ -110,6 +116,7 @@ class LossConfig:
     obfs_decorrelate: float = 0.0
     obfs_l1_triplet_margin: float = 0.0
     decorrelate_thumbs: tuple[int, ...] = ()
+    wr_reid_hinge: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -146,7 +153,8 @@ class LossConfig:
                    wr_decorrelate=float(loss.get("wr_decorrelate", 0.0)),
                    obfs_decorrelate=float(loss.get("obfs_decorrelate", 0.0)),
                    obfs_l1_triplet_margin=float(loss.get("obfs_l1_triplet_margin", 0.0)),
-                   decorrelate_thumbs=tuple(loss.get("decorrelate_thumbs", None) or ()))
+                   decorrelate_thumbs=tuple(loss.get("decorrelate_thumbs", None) or ()),
+                   wr_reid_hinge=float(loss.get("wr_reid_hinge", 0.0)))
 
 
 # ---------------------------------------------------------------------------- distances
@@ -225,6 +233,41 @@ def decorrelation_loss(wrong, x, thumbs: tuple[int, ...] = ()) -> jax.Array:
     return total
 
 
+def pearson_matrix(a, b) -> jax.Array:
+    """[B, B] Pearson correlations of every a_i with every b_j (flattened)."""
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
+    a = a - jnp.mean(a, axis=1, keepdims=True)
+    b = b - jnp.mean(b, axis=1, keepdims=True)
+    a = a / jnp.sqrt(jnp.sum(a * a, axis=1, keepdims=True) + 1e-8)
+    b = b / jnp.sqrt(jnp.sum(b * b, axis=1, keepdims=True) + 1e-8)
+    return jnp.matmul(a, b.T, precision=jax.lax.Precision.HIGHEST)
+
+
+def reid_hinge_loss(wrong, x, thumbs: tuple[int, ...] = ()) -> jax.Array:
+    """The thumbnail attack, in the batch: how far |corr(ẍ_i, x_i)| stands above the mean
+    |corr(ẍ_i, x_j)| over the batch's other faces j, hinged at 0, per grayscale thumbnail size
+    (4×4-pooled when `thumbs` is empty) and at full resolution, averaged over i.
+    The gallery side is held fixed (stop_gradient): the term may only lower the true match,
+    never raise ẍ's likeness to other faces. Unlike corr², its gradient does not fade as |r|
+    shrinks, and it stops once the true face no longer stands out. Needs a batch of ≥ 2."""
+    b = x.shape[0]
+    if b < 2:
+        raise ValueError(f"reid_hinge_loss needs a batch of at least 2 faces, got {b}")
+    off = 1.0 - jnp.eye(b, dtype=x.dtype)
+
+    def one(w, t):
+        c = jnp.abs(pearson_matrix(w, t))
+        gallery = jax.lax.stop_gradient(jnp.sum(c * off, axis=1) / (b - 1))
+        return jnp.mean(jax.nn.relu(jnp.diagonal(c) - gallery))
+
+    pairs = [(wrong, x)]
+    if not thumbs:
+        pairs.append((_gray_pool(wrong), _gray_pool(x)))
+    pairs += [(_gray_thumb(wrong, size), _gray_thumb(x, size)) for size in thumbs]
+    return sum(one(w, t) for w, t in pairs)
+
+
 def residual_decorrelation_loss(wrong, x, y, thumbs: tuple[int, ...] = ()) -> jax.Array:
     """ObfsWR leak: mean squared correlation of (ẍ − y) with (x − y), full size and as thumbnails."""
     return decorrelation_loss(wrong - y, x - y, thumbs)
@@ -265,6 +308,10 @@ def wrong_recovery_loss(x, y, recovered, wrong, lpips_params, cfg: LossConfig):
             dec = decorrelation_loss(shown, x, cfg.decorrelate_thumbs)  # on the clamped image, whatever the hinge sees
             terms["wr_decorrelation"] = dec
             total = total + cfg.wr_decorrelate * dec
+        if cfg.wr_reid_hinge:
+            hinge = reid_hinge_loss(shown, x, cfg.decorrelate_thumbs)  # also on the clamped image
+            terms["wr_reid_hinge"] = hinge
+            total = total + cfg.wr_reid_hinge * hinge
         if cfg.use_lpips:
             t_lp = triplet(lpips_per_image(lpips_params, x, recovered), lpips_per_image(lpips_params, x, wrong),
                            cfg.margin, cfg.triplet_reduction)

@@ -329,6 +329,35 @@ def test_decorrelation_fixed_thumbnails(utkface_faces):
         losses.LossConfig(decorrelate_thumbs=(1,))
 
 
+def test_reid_hinge_charges_only_a_standing_out_true_face(utkface_faces):
+    # The in-batch thumbnail attack: ẍ_i is charged for matching x_i better than the batch's
+    # other faces, not for looking like a face in general.
+    x = jnp.asarray(images.to_unit(utkface_faces(6, 112)))
+    noise = jax.random.uniform(jax.random.key(2), x.shape, minval=-1.0, maxval=1.0)
+    low = jax.image.resize(jax.image.resize(x, (6, 16, 16, 3), "linear", antialias=True), x.shape, "linear")
+    thumbs = (8, 16, 32)
+    copy = float(losses.reid_hinge_loss(x, x, thumbs))
+    leak = float(losses.reid_hinge_loss(noise + 0.3 * low, x, thumbs))
+    clean = float(losses.reid_hinge_loss(noise, x, thumbs))
+    assert copy > 1.0 and copy > leak > 2.0 * clean
+    # Someone else's face (x_{i+1}) does not stand out for x_i: far below the leak of x_i itself.
+    other = float(losses.reid_hinge_loss(jnp.roll(x, 1, axis=0), x, thumbs))
+    assert other < 0.5 * leak
+    # Its gradient does not fade as the leak shrinks (a 4× smaller leak keeps over half of it).
+    hinge_grad = jax.grad(lambda w: losses.reid_hinge_loss(w, x, thumbs))
+    big, small = hinge_grad(noise + 0.3 * low), hinge_grad(noise + 0.075 * low)
+    assert bool(jnp.all(jnp.isfinite(small)))
+    assert float(jnp.linalg.norm(small)) > 0.5 * float(jnp.linalg.norm(big))
+    cfg = losses.LossConfig(mode="randwr", use_lpips=False, wr_reid_hinge=2.0, decorrelate_thumbs=thumbs)
+    _, t = losses.total_loss(x, x, x, x, 3.0 * (noise + 0.3 * low), None, cfg)
+    assert float(t["wr_reid_hinge"]) == pytest.approx(
+        float(losses.reid_hinge_loss(jnp.clip(3.0 * (noise + 0.3 * low), -1.0, 1.0), x, thumbs)), rel=1e-5)
+    _, t0 = losses.total_loss(x, x, x, x, noise, None, losses.LossConfig(mode="randwr", use_lpips=False))
+    assert "wr_reid_hinge" not in t0
+    with pytest.raises(ValueError, match="at least 2"):
+        losses.reid_hinge_loss(x[:1], x[:1])
+
+
 def test_obfswr_residual_decorrelation(utkface_faces):
     """The ObfsWR leak term charges a wrong recovery for carrying x's difference from y."""
     x = jnp.asarray(images.to_unit(utkface_faces(4, 32)))

@@ -70,6 +70,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.wr_l1_margin = config_dict.placeholder(float)  # None: `margin` (RandWR L1 triplet)
     c.loss.wr_decorrelate = 0.0  # RandWR: weight of corr(ẍ, x)² in L_WR (0: the paper)
     c.loss.obfs_decorrelate = 0.0  # ObfsWR: weight of corr(ẍ − y, x − y)² in L_WR (0: the paper)
+    c.loss.wr_reid_hinge = 0.0  # RandWR: weight of the in-batch re-identification hinge (0: off)
     c.loss.decorrelate_thumbs = ()  # fixed thumbnail sizes for the decorrelation terms (): 4×4-pooled
     c.loss.obfs_l1_triplet_margin = 0.0  # ObfsWR: >0 adds L1 twins of its two LPIPS triplets (0: the paper)
 
