@@ -222,15 +222,17 @@ def _gray_thumb(images, size: int) -> jax.Array:
     return area_resize(jnp.mean(images, axis=-1), size)
 
 
-def decorrelation_loss(wrong, x, thumbs: tuple[int, ...] = ()) -> jax.Array:
-    """Mean squared correlation of ẍ with x at full resolution, plus one such term per thumbnail:
-    4×4-pooled grayscale when `thumbs` is empty, else area-averaged to each size in `thumbs`."""
-    total = jnp.mean(pearson_per_image(wrong, x) ** 2)
+def _resolutions(wrong, x, thumbs: tuple[int, ...]) -> list[tuple[jax.Array, jax.Array]]:
+    """(ẍ, x) at full resolution, then as grayscale thumbnails: 4×4-pooled when `thumbs` is
+    empty, else area-averaged to each size in `thumbs` — the views every leak term scores."""
     if not thumbs:
-        return total + jnp.mean(pearson_per_image(_gray_pool(wrong), _gray_pool(x)) ** 2)
-    for size in thumbs:
-        total = total + jnp.mean(pearson_per_image(_gray_thumb(wrong, size), _gray_thumb(x, size)) ** 2)
-    return total
+        return [(wrong, x), (_gray_pool(wrong), _gray_pool(x))]
+    return [(wrong, x)] + [(_gray_thumb(wrong, size), _gray_thumb(x, size)) for size in thumbs]
+
+
+def decorrelation_loss(wrong, x, thumbs: tuple[int, ...] = ()) -> jax.Array:
+    """Mean squared correlation of ẍ with x, summed over the views of `_resolutions`."""
+    return sum(jnp.mean(pearson_per_image(w, t) ** 2) for w, t in _resolutions(wrong, x, thumbs))
 
 
 def pearson_matrix(a, b) -> jax.Array:
@@ -261,11 +263,7 @@ def reid_hinge_loss(wrong, x, thumbs: tuple[int, ...] = ()) -> jax.Array:
         gallery = jax.lax.stop_gradient(jnp.sum(c * off, axis=1) / (b - 1))
         return jnp.mean(jax.nn.relu(jnp.diagonal(c) - gallery))
 
-    pairs = [(wrong, x)]
-    if not thumbs:
-        pairs.append((_gray_pool(wrong), _gray_pool(x)))
-    pairs += [(_gray_thumb(wrong, size), _gray_thumb(x, size)) for size in thumbs]
-    return sum(one(w, t) for w, t in pairs)
+    return sum(one(w, t) for w, t in _resolutions(wrong, x, thumbs))
 
 
 def residual_decorrelation_loss(wrong, x, y, thumbs: tuple[int, ...] = ()) -> jax.Array:
