@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -25,6 +27,7 @@ import numpy as np
 from flax import serialization
 
 from proface_jax.flow import FlowConfig, init_params
+from proface_jax.errors import ProfaceError, one_line
 from proface_jax.images import atomic_write_bytes
 
 MAGIC = b"PFJCKPT\x01"
@@ -35,7 +38,12 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SUFFIX = ".pfj"
 
 
-class CheckpointError(ValueError):
+MAX_HEADER_BYTES = 1 << 20
+MAX_CHECKPOINT_BYTES = 1 << 31  # 2 GiB: N = 3 is 4.3 MB; a larger file is not one of ours
+MAX_BLOCKS = 64
+
+
+class CheckpointError(ProfaceError):
     """A checkpoint that cannot be used: missing, not ours, corrupt, truncated or mismatched."""
 
 
@@ -97,30 +105,94 @@ def resolve(path_or_name: str | os.PathLike) -> Path:
     return shipped
 
 
-def load_checkpoint(path_or_name: str | os.PathLike) -> Checkpoint:
-    path = resolve(path_or_name)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.is_dir():
+def load_shipped(name: str) -> Checkpoint:
+    """A model shipped in the package, by name only: never a path (names may come from a file)."""
+    if name not in shipped_names():
+        have = ", ".join(shipped_names()) or "none"
+        raise CheckpointError(f"no shipped model named {one_line(name, 40)!r} in this install (shipped: {have}); "
+                              f"pass --checkpoint PATH, or train one: python -m experiments.train --mode={name}")
+    return load_checkpoint(WEIGHTS_DIR / f"{name}{SUFFIX}")
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise CheckpointError(f"{path}: is a directory; pass the .pfj file (orbax training dirs: "
                               "a run writes best.pfj and model.pfj in its workdir; to export one stopped early, "
                               "rerun it with --config.num_train_steps=<its last step>)")
-    data = path.read_bytes()
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{path}: not a regular file")
+    if st.st_size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path}: {st.st_size:,} bytes is too large for a proface-jax checkpoint")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror})") from None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _check_header(header, path: Path) -> None:
+    """Types and ranges of every header field before any is used."""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint header (not a JSON object)")
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a proface-jax checkpoint (format {one_line(header.get('format'), 40)!r})")
+    if header.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {one_line(header.get('version'), 20)} is not supported "
+                              f"(this proface-jax reads version {VERSION})")
+    missing = [k for k in ("config", "mode", "payload_bytes", "payload_sha256") if k not in header]
+    if missing:
+        raise CheckpointError(f"{path}: corrupt checkpoint header: missing {missing}")
+    if not _is_int(header["payload_bytes"]) or header["payload_bytes"] < 0:
+        raise CheckpointError(f"{path}: corrupt checkpoint header: payload_bytes must be a non-negative integer")
+    sha = header["payload_sha256"]
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise CheckpointError(f"{path}: corrupt checkpoint header: payload_sha256 must be 64 lowercase hex digits")
+    if header["mode"] not in MODES:
+        raise CheckpointError(f"{path}: unknown mode {one_line(header['mode'], 40)!r} (one of {MODES})")
+    if not isinstance(header.get("meta", {}), dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint header: meta must be an object")
+    cfg = header["config"]
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: invalid config in checkpoint: not an object")
+    if "num_blocks" in cfg and not (_is_int(cfg["num_blocks"]) and 1 <= cfg["num_blocks"] <= MAX_BLOCKS):
+        raise CheckpointError(f"{path}: invalid config in checkpoint: num_blocks must be an integer in 1..{MAX_BLOCKS}")
+    for name in ("clamp", "init_scale"):
+        if name in cfg and not (_is_number(cfg[name]) and 0 < cfg[name] <= 100):
+            raise CheckpointError(f"{path}: invalid config in checkpoint: {name} must be a finite number in (0, 100]")
+    if "precision" in cfg and not isinstance(cfg["precision"], str):
+        raise CheckpointError(f"{path}: invalid config in checkpoint: precision must be a string")
+
+
+def load_checkpoint(path_or_name: str | os.PathLike) -> Checkpoint:
+    """A checkpoint by path or shipped name; every field, shape and weight is checked."""
+    path = resolve(path_or_name)
+    data = _read_file(path)
     if len(data) < len(MAGIC) + 4 or data[: len(MAGIC)] != MAGIC:
         raise CheckpointError(f"{path}: not a proface-jax checkpoint (bad magic bytes)")
     (hlen,) = struct.unpack(">I", data[len(MAGIC): len(MAGIC) + 4])
     start = len(MAGIC) + 4
+    if hlen > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path}: corrupt checkpoint (header length {hlen:,} bytes)")
     if len(data) < start + hlen:
         raise CheckpointError(f"{path}: truncated checkpoint (header cut off)")
     try:
         header = json.loads(data[start: start + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint header ({e})") from None
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a proface-jax checkpoint (format {header.get('format')!r})")
-    if header.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {header.get('version')} is not supported "
-                              f"(this proface-jax reads version {VERSION})")
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint header ({one_line(e, 120)})") from None
+    _check_header(header, path)
     payload = data[start + hlen:]
     if len(payload) != header["payload_bytes"]:
         kind = "truncated" if len(payload) < header["payload_bytes"] else "corrupt (trailing bytes)"
@@ -131,12 +203,18 @@ def load_checkpoint(path_or_name: str | os.PathLike) -> Checkpoint:
     try:
         cfg = FlowConfig.from_any(header["config"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid config in checkpoint: {e}") from None
-    if header.get("mode") not in MODES:
-        raise CheckpointError(f"{path}: unknown mode {header.get('mode')!r}")
-    params = serialization.msgpack_restore(payload)
+        raise CheckpointError(f"{path}: invalid config in checkpoint: {one_line(e, 120)}") from None
+    try:
+        params = serialization.msgpack_restore(payload)
+    except Exception as e:  # noqa: BLE001 - msgpack on bytes we did not write: any failure is corruption
+        raise CheckpointError(f"{path}: corrupt checkpoint payload ({type(e).__name__})") from None
     _check_shapes(params, cfg, str(path))
     params = jax.tree_util.tree_map(np.asarray, params)
+    bad = [jax.tree_util.keystr(k) for k, v in jax.tree_util.tree_leaves_with_path(params)
+           if v.dtype.kind != "f" or not np.all(np.isfinite(v))]
+    if bad:
+        raise CheckpointError(f"{path}: checkpoint weights are not finite floats (NaN/inf or wrong dtype) in "
+                              f"{bad[:2]}{'…' if len(bad) > 2 else ''}; the run that wrote it diverged")
     return Checkpoint(params, cfg, header["mode"], model_id_of(payload), header.get("meta", {}), str(path))
 
 

@@ -6,8 +6,12 @@
 
 The password comes from --password-file FILE, the environment variable named by
 --password-env (default PROFACE_PASSWORD), or a prompt; never from argv, where
-other users of the machine can read it. Every error is one line on stderr with
-exit status 2, and no output file is left behind (writes are atomic).
+other users of the machine can read it. Passwords are UTF-8 and normalised to
+Unicode NFC; a password file loses exactly one trailing newline.
+
+Every error is one line on stderr with exit status 2, and no output file is left
+behind (writes are atomic); `--debug` shows the traceback instead. A protected
+PNG is a stranger's input: `protected_format` validates it before use.
 """
 from __future__ import annotations
 
@@ -15,26 +19,42 @@ import argparse
 import getpass
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
 
+from proface_jax.errors import ProfaceError, one_line
+
 DEFAULT_PASSWORD_ENV = "PROFACE_PASSWORD"
+MAX_PASSWORD_FILE_BYTES = 4096
+DEFAULT_MAX_PIXELS = 40_000_000  # = images.MAX_PIXELS; not imported, to keep `--help` free of heavy imports
 
 
-class CLIError(Exception):
+class CLIError(ProfaceError):
     pass
+
+
+def _read_password_file(name: str) -> bytes:
+    # Bounded read: the "file" may be /dev/zero or a pipe; FIFOs (`<(pass show x)`) are fine.
+    try:
+        with open(name, "rb") as f:
+            data = f.read(MAX_PASSWORD_FILE_BYTES + 1)
+    except OSError as e:
+        raise CLIError(f"cannot read password file {name}: {e.strerror or e}") from None
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise CLIError(f"password file {name} is longer than {MAX_PASSWORD_FILE_BYTES} bytes; is it the right file?")
+    for newline in (b"\r\n", b"\n"):  # exactly one: `echo pw > file` adds it; other whitespace is the password's
+        if data.endswith(newline):
+            return data[: -len(newline)]
+    return data
 
 
 def read_password(args, confirm: bool) -> bytes:
     if args.password_file:
-        try:
-            data = Path(args.password_file).read_bytes()
-        except OSError as e:
-            raise CLIError(f"cannot read password file {args.password_file}: {e.strerror}") from None
-        pw = data.rstrip(b"\r\n")  # a trailing newline from `echo > file` is not part of the password
+        pw = _read_password_file(args.password_file)
     elif os.environ.get(args.password_env):
-        pw = os.environ[args.password_env].encode("utf-8")
+        pw = os.environ[args.password_env].encode("utf-8", "surrogateescape")
     else:
         if not sys.stdin.isatty():
             raise CLIError(f"no password: use --password-file FILE, set ${args.password_env}, or run in a terminal")
@@ -43,20 +63,49 @@ def read_password(args, confirm: bool) -> bytes:
             raise CLIError("passwords do not match")
     if not pw:
         raise CLIError("empty password refused")
+    try:
+        pw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CLIError("the password is not UTF-8 text; save the password file as UTF-8") from None
     return pw
 
 
 def load_model(name_or_path: str | None, mode: str | None = None):
-    """A checkpoint by path or shipped name; None -> the shipped model of `mode`."""
+    """The user's --checkpoint (path or shipped name), else the shipped model of `mode` (a name, never a path)."""
     from proface_jax import checkpoint
 
-    return checkpoint.load_checkpoint(name_or_path or mode or "randwr")
+    if name_or_path:
+        return checkpoint.load_checkpoint(name_or_path)
+    return checkpoint.load_shipped(mode or "randwr")
 
 
-def load_face(path: str, size: int | None) -> np.ndarray:
+def check_out(out: str, *inputs: str) -> None:
+    """Refuse, before any work, an output we could not write or that would replace an input."""
+    out_p = Path(out)
+    if not out_p.name.lower().endswith(".png"):
+        raise CLIError(f"--out {out}: write PNG (.png); lossy formats destroy the hidden face")
+    parent = out_p.parent
+    if not parent.is_dir():
+        raise CLIError(f"--out {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {out}: directory {parent} is not writable")
+    if out_p.is_dir():
+        raise CLIError(f"--out {out}: is a directory")
+    for src in inputs:
+        try:
+            if out_p.exists() and os.path.samefile(out_p, src):
+                raise CLIError(f"--out {out} is the input file; refusing to overwrite it")
+        except OSError:
+            pass
+
+
+def load_face(path: str, size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     from proface_jax import images
 
-    face = images.load_rgb(path)
+    notes: list[str] = []
+    face = images.load_rgb(path, max_pixels=max_pixels, notes=notes)
+    for note in notes:
+        print(f"proface: note: {note}", file=sys.stderr)
     if size:
         face = images.resize(images.center_square(face), (size, size))
     return face
@@ -65,28 +114,31 @@ def load_face(path: str, size: int | None) -> np.ndarray:
 def cmd_protect(args) -> int:
     from proface_jax import photo
 
-    face = load_face(args.input, args.size)
+    check_out(args.out, args.input)
+    face = load_face(args.input, args.size, args.max_pixels)
     photo.check_photo(face, args.input)
     ck = load_model(args.checkpoint, args.mode)
     pw = read_password(args, confirm=True)
     protected, meta = photo.protect_photo(ck, face, pw, obfuscator=args.obfuscator, kdf=args.kdf,
-                                          seed=args.seed, donors=args.donors)
+                                          seed=args.seed, donors=args.donors, tag=args.tag)
     photo.save_protected(args.out, protected, meta)
     print(f"protected {args.input} -> {args.out} (model {ck.model_id}, {ck.mode}, {args.obfuscator}, "
-          f"KDF {meta['kdf']['algorithm']})")
+          f"KDF {meta['kdf']['algorithm']}, {'with' if 'tag' in meta else 'no'} authentication tag)")
     return 0
 
 
 def cmd_recover(args) -> int:
     from proface_jax import images, photo
 
-    pixels, meta = photo.load_protected(args.input)
+    check_out(args.out, args.input)
+    pixels, meta = photo.load_protected(args.input, max_pixels=args.max_pixels)
     ck = load_model(args.checkpoint, meta["mode"])
     pw = read_password(args, confirm=False)
-    recovered = photo.recover_photo(ck, pixels, meta, pw)
+    recovered = photo.recover_photo(ck, pixels, meta, pw, verify=not args.no_verify)
     images.save_png(args.out, recovered)
-    print(f"recovered {args.input} -> {args.out} (model {ck.model_id}, {ck.mode}). "
-          "A wrong password gives a wrong image, not an error.")
+    checked = ("password checked by the file's authentication tag" if "tag" in meta and not args.no_verify
+               else "a wrong password gives a wrong image, not an error")
+    print(f"recovered {args.input} -> {args.out} (model {ck.model_id}, {ck.mode}); {checked}")
     return 0
 
 
@@ -121,6 +173,9 @@ def demo_face(size: int = 112) -> np.ndarray:
 def cmd_demo(args) -> int:
     from proface_jax import checkpoint, images, metrics, photo
 
+    check_out(args.out)
+    if not 16 <= args.size <= 1024 or args.size % 2:
+        raise CLIError(f"--size {args.size}: the demo needs an even size in 16..1024")
     try:
         ck = load_model(args.checkpoint, args.mode)
         untrained = False
@@ -136,7 +191,7 @@ def cmd_demo(args) -> int:
     y = photo.obfuscate(face, args.obfuscator)
     protected, meta = photo.protect_photo(ck, face, pw, obfuscator=args.obfuscator, kdf="strong")
     recovered = photo.recover_photo(ck, protected, meta, pw)
-    wrong = photo.recover_photo(ck, protected, meta, b"correct horse battery stapler")
+    wrong = photo.recover_photo(ck, protected, meta, b"correct horse battery stapler", verify=False)
     cells = [face, images.from_unit(y[0]), protected, recovered, wrong]
     images.save_png(args.out, images.grid([cells]))
     s_prot = metrics.score(protected[None], images.from_unit(y[0])[None])
@@ -153,6 +208,50 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _size_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 16 <= v <= 8192 or v % 2:
+        raise argparse.ArgumentTypeError(f"{v}: need an even size in 16..8192")
+    return v
+
+
+def _seed_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"{v}: need 0 <= seed < 2^32")
+    return v
+
+
+def _pixels_arg(text: str) -> int:
+    try:
+        v = int(float(text))
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if v < 256:
+        raise argparse.ArgumentTypeError(f"{v}: too small")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (its default prints the usage block too)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _common_args(p):
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
+    p.add_argument("--max-pixels", type=_pixels_arg, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images with more pixels than this, checked before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS:,})")
+
+
 def _password_args(p):
     p.add_argument("--password-file", help="read the password from this file (trailing newline dropped)")
     p.add_argument("--password-env", default=DEFAULT_PASSWORD_ENV,
@@ -162,8 +261,8 @@ def _password_args(p):
 def build_parser() -> argparse.ArgumentParser:
     from proface_jax.photo import PHOTO_OBFUSCATORS
 
-    ap = argparse.ArgumentParser(prog="proface", description="Reversible password-keyed face obfuscation (PRO-Face S).")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(prog="proface", description="Reversible password-keyed face obfuscation (PRO-Face S).")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("protect", help="hide a face inside its obfuscated version")
     p.add_argument("input", help="face image (aligned crop; any format PIL reads)")
@@ -175,16 +274,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint path or shipped name (overrides --mode)")
     p.add_argument("--kdf", default="strong", choices=("strong", "paper"),
                    help="strong: scrypt with a fresh salt (default); paper: the authors' PBKDF2 (weak, reproducible)")
-    p.add_argument("--size", type=int, help="centre-crop to a square and resize to SIZE×SIZE first")
-    p.add_argument("--seed", type=int, default=0, help="seed of the obfuscator's random choices (mask sticker)")
+    p.add_argument("--size", type=_size_arg, help="centre-crop to a square and resize to SIZE×SIZE first")
+    p.add_argument("--seed", type=_seed_arg, default=0, help="seed of the obfuscator's random choices (mask sticker)")
+    p.add_argument("--tag", action=argparse.BooleanOptionalAction, default=None,
+                   help="store an authentication tag so that recovery refuses a wrong password or a modified file "
+                        "(default: on for randwr, off for obfswr, where a wrong password should look like y)")
     _password_args(p)
+    _common_args(p)
     p.set_defaults(func=cmd_protect)
 
     p = sub.add_parser("recover", help="get the face back with the password")
     p.add_argument("input", help="protected PNG written by `proface protect`")
     p.add_argument("--out", required=True, help="recovered image (PNG)")
-    p.add_argument("--checkpoint", help="checkpoint path or shipped name (default: the image's mode)")
+    p.add_argument("--checkpoint", help="checkpoint path or shipped name (default: the shipped model of the image's mode)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="recover even if the authentication tag does not match (shows what a wrong password gives)")
     _password_args(p)
+    _common_args(p)
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("demo", help="protect and recover a sample face; writes one picture")
@@ -193,29 +299,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="randwr", choices=("randwr", "obfswr"))
     p.add_argument("--checkpoint", help="checkpoint path or shipped name")
     p.add_argument("--size", type=int, default=112)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     p.set_defaults(func=cmd_demo)
     return ap
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from proface_jax import checkpoint, images, photo
-
-    for name in ("out",):
-        out = getattr(args, name, None)
-        if out and not str(out).lower().endswith(".png"):
-            print(f"proface: error: --out {out}: write PNG (.png); lossy formats destroy the hidden face",
-                  file=sys.stderr)
-            return 2
     try:
         return args.func(args)
-    except (CLIError, checkpoint.CheckpointError, images.ImageError, photo.ProtectedImageError,
-            ValueError, TypeError) as e:
-        print(f"proface: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("proface: interrupted; nothing written", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the boundary where every failure becomes one line
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"proface: error: {_describe(e)}", file=sys.stderr)
+        return 2
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ProfaceError):
+        return one_line(e, 500)
+    if isinstance(e, MemoryError):
+        return "out of memory (the image is too large for this machine; try --size or a smaller --max-pixels)"
+    if isinstance(e, OSError):
+        where = f" {e.filename}" if e.filename else ""
+        return one_line(f"cannot access{where}: {e.strerror or e}")
+    text = one_line(e, 200)
+    if "RESOURCE_EXHAUSTED" in text or "Out of memory" in text:
+        return "out of memory running the model (try --size or a smaller image)"
+    return f"internal error ({type(e).__name__}: {text}); rerun with --debug for the traceback"
 
 
 if __name__ == "__main__":

@@ -53,7 +53,10 @@ def test_protect_then_recover(model, face, tmp_path, monkeypatch, capsys):
     ck = proface_jax.load_checkpoint(model[0])
     np.testing.assert_array_equal(right, photo.recover_photo(ck, pixels, meta, b"hunter2 is not a good password"))
     monkeypatch.setenv("PROFACE_PASSWORD", "hunter3 is not a good password")
-    assert run("recover", out, "--out", tmp_path / "w.png", "--checkpoint", model[0]) == 0
+    # RandWR files carry an authentication tag by default: a wrong password is refused, nothing written
+    assert run("recover", out, "--out", tmp_path / "w.png", "--checkpoint", model[0]) == 2
+    assert not (tmp_path / "w.png").exists()
+    assert run("recover", out, "--out", tmp_path / "w.png", "--checkpoint", model[0], "--no-verify") == 0
     wrong = images.load_rgb(tmp_path / "w.png")
     assert np.mean(np.abs(wrong.astype(int) - right.astype(int))) > 5
 
@@ -89,6 +92,7 @@ def test_bad_inputs(model, face, tmp_path, capsys, monkeypatch):
     bad_ck.write_bytes(m.read_bytes()[:-100])
     _fails(capsys, "protect", face, "--out", out, "--checkpoint", bad_ck, match="truncated")
     _fails(capsys, "protect", face, "--out", tmp_path / "p.jpg", "--checkpoint", m, match="PNG")
+    _fails(capsys, "protect", face, "--out", face, "--checkpoint", m, match="input file")
     _fails(capsys, "recover", face, "--out", out, "--checkpoint", m, match="not a proface-protected PNG")
     monkeypatch.setenv("PROFACE_PASSWORD", "")
     _fails(capsys, "protect", face, "--out", out, "--checkpoint", m, match="no password")
@@ -102,7 +106,9 @@ def test_recover_with_the_wrong_model_says_so(model, face, tmp_path, capsys):
     _fails(capsys, "recover", out, "--out", tmp_path / "r.png", "--checkpoint", model[1], match="protected with model")
     # a resized protected file is refused, not silently mis-recovered
     pixels, meta = photo.load_protected(out)
-    photo.save_protected(out, np.ascontiguousarray(pixels[:30, :30]), meta)
+    with pytest.raises(photo.ProtectedImageError, match="resized"):  # the writer will not make such a file
+        photo.save_protected(out, np.ascontiguousarray(pixels[:30, :30]), meta)
+    images.save_png(out, np.ascontiguousarray(pixels[:30, :30]), {"proface": json.dumps(meta)})
     _fails(capsys, "recover", out, "--out", tmp_path / "r.png", "--checkpoint", model[0], match="resized")
 
 
@@ -132,7 +138,8 @@ def test_shipped_model_recovers_a_real_face_from_the_png(tmp_path, utkface_faces
     assert metrics.score(rec[None], face[None])["psnr"][0] > 30
     # One character off: RandWR gives noise, far from the face.
     monkeypatch.setenv("PROFACE_PASSWORD", "hunter2 is not a good passwore")
-    assert run("recover", tmp_path / "p.png", "--out", tmp_path / "w.png") == 0
+    assert run("recover", tmp_path / "p.png", "--out", tmp_path / "w.png") == 2  # the tag refuses it
+    assert run("recover", tmp_path / "p.png", "--out", tmp_path / "w.png", "--no-verify") == 0
     wrong = images.load_rgb(tmp_path / "w.png")
     assert metrics.score(wrong[None], face[None])["psnr"][0] < 15
 

@@ -40,14 +40,14 @@ def test_one_character_change_flips_about_half_the_bits(kdf):
 
 
 def test_one_bit_change_of_password_bytes_gives_an_unrelated_map():
-    a = keys.secret_map(b"\x00key", 64, 64).map
-    b = keys.secret_map(b"\x01key", 64, 64).map
+    a = keys.secret_map(b"\x00key", 64, 64, "paper").map
+    b = keys.secret_map(b"\x01key", 64, 64, "paper").map
     assert 0.45 <= float(np.mean(a != b)) <= 0.55
 
 
 @pytest.mark.parametrize("h,w", [(2, 2), (6, 10), (112, 112), (256, 256), (250, 30)])
 def test_sizes(h, w):
-    sm = keys.secret_map("x", h, w)
+    sm = keys.secret_map("x", h, w, "paper")
     assert sm.map.shape == (h, w) and sm.K.shape == (1, h // 2, w // 2, 4)
 
 
@@ -63,15 +63,64 @@ def test_strong_profile_uses_a_fresh_salt_and_rederives_from_stored_params():
 
 def test_bad_input():
     with pytest.raises(ValueError, match="empty password"):
-        keys.secret_map("", 8, 8)
+        keys.secret_map("", 8, 8, "paper")
     with pytest.raises(TypeError, match="str or bytes"):
-        keys.secret_map(1234, 8, 8)
+        keys.secret_map(1234, 8, 8, "paper")
     with pytest.raises(ValueError, match="even"):
-        keys.secret_map("x", 7, 8)
+        keys.secret_map("x", 7, 8, "paper")
     with pytest.raises(ValueError, match="salt"):
         keys.secret_map("x", 8, 8, "strong")
-    with pytest.raises(ValueError, match="invalid KDF"):
+    with pytest.raises(TypeError):  # no silent default: the caller names the KDF
+        keys.secret_map("x", 8, 8)
+    with pytest.raises(keys.KDFError, match="base64"):
         keys.KDF.from_json({"algorithm": "scrypt", "salt": "not base64!"})
+
+
+def test_passwords_are_nfc_normalised_and_version_1_keeps_raw_bytes():
+    composed, decomposed = "caf\u00e9", "cafe\u0301"  # "café" as typed on Linux and on macOS
+    assert composed != decomposed
+    same = [keys.secret_map(p, 32, 32, "paper").map for p in (composed, decomposed, decomposed.encode("utf-8"))]
+    np.testing.assert_array_equal(same[0], same[1])
+    np.testing.assert_array_equal(same[0], same[2])
+    raw = keys.secret_map(decomposed, 32, 32, "paper", normalize=False).map
+    assert np.mean(raw != same[0]) > 0.4
+    # bytes that are not UTF-8 are used as they are
+    np.testing.assert_array_equal(keys.secret_map(b"\xff\xfe", 16, 16, "paper").map,
+                                  keys.secret_map(b"\xff\xfe", 16, 16, "paper", normalize=False).map)
+
+
+def test_tag_key_extends_the_map_derivation_without_changing_it():
+    """The map is the first ceil(HW/8) bytes of the KDF output, the tag key the next 32: one KDF call."""
+    kdf = keys.KDF(algorithm="scrypt", salt=b"s" * 16, n=2**10, r=8, p=1)
+    sm = keys.secret_map("pw", 16, 24, kdf)
+    alone = kdf.derive(b"pw", 16 * 24 // 8)
+    np.testing.assert_array_equal(sm.map, keys.bits_to_map(alone, 16, 24))
+    assert len(sm.mac_key) == keys.MAC_KEY_BYTES and sm.mac_key == kdf.derive(b"pw", 48 + 32)[48:]
+    assert keys.secret_map("pw2", 16, 24, kdf).mac_key != sm.mac_key
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"n": 2**21, "r": 8, "p": 1}, "exceeds the limits"),
+    ({"n": 2**20, "r": 16, "p": 1}, "exceeds the limits"),  # 2 GiB of memory
+    ({"n": 2**17, "r": 8, "p": 16}, "exceeds the limits"),
+    ({"n": 1000, "r": 8, "p": 1}, "power of two"),
+    ({"n": 2**14, "r": 8.0, "p": 1}, "integer"),
+    ({"n": 2**14, "r": True, "p": 1}, "integer"),
+])
+def test_scrypt_cost_is_bounded(params, match):
+    with pytest.raises(keys.KDFError, match=match):
+        keys.KDF(algorithm="scrypt", salt=b"s" * 16, **params)
+
+
+def test_pbkdf2_cost_is_bounded_with_the_output_length():
+    with pytest.raises(keys.KDFError, match="iterations"):
+        keys.KDF(algorithm="pbkdf2-sha512", salt=b"s" * 16, iterations=10**7)
+    kdf = keys.KDF(algorithm="pbkdf2-sha512", salt=b"s" * 16, iterations=10**6)
+    with pytest.raises(keys.KDFError, match="block-iterations"):
+        keys.secret_map("pw", 112, 112, kdf)  # 25 blocks × 10^6
+    with pytest.raises(keys.KDFError, match="salt"):
+        keys.KDF(algorithm="pbkdf2-sha512", salt=b"\x01", iterations=11)  # only the paper's own salt is short
+    assert keys.PAPER.is_paper()
 
 
 def test_random_training_keys_are_rademacher_per_sample():
