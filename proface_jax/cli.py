@@ -242,7 +242,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (its default prints the usage block too)."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+        self.exit(2, f"proface: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _common_args(p):
@@ -305,7 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error already printed on one line
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.func(args)
     except KeyboardInterrupt:

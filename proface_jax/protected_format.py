@@ -78,11 +78,11 @@ SCHEMA: dict[str, Any] = {
                 "p": {"type": "integer", "minimum": 1, "maximum": keys.LIMITS["scrypt_p"]},
                 "iterations": {"type": "integer", "minimum": 1, "maximum": keys.LIMITS["pbkdf2_iterations"]},
             },
-            "oneOf": [
-                {"properties": {"algorithm": {"const": "scrypt"}}, "required": ["n", "r", "p"],
-                 "not": {"required": ["iterations"]}},
-                {"properties": {"algorithm": {"const": "pbkdf2-sha512"}}, "required": ["iterations"],
-                 "not": {"anyOf": [{"required": ["n"]}, {"required": ["r"]}, {"required": ["p"]}]}},
+            "allOf": [  # if/then rather than oneOf: an error then names the field at fault
+                {"if": {"properties": {"algorithm": {"const": "scrypt"}}},
+                 "then": {"required": ["n", "r", "p"], "properties": {"iterations": False}}},
+                {"if": {"properties": {"algorithm": {"const": "pbkdf2-sha512"}}},
+                 "then": {"required": ["iterations"], "properties": {"n": False, "r": False, "p": False}}},
             ],
         },
     },
