@@ -110,18 +110,6 @@ def rgb8_of(im, path, allow_convert: bool = True, notes: list[str] | None = None
     return _to_rgb8(im)
 
 
-def read_png_text(path: str | os.PathLike) -> dict[str, str]:
-    """Text chunks (tEXt/iTXt) of a PNG file; {} for other formats."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return dict(getattr(im, "text", {}) or {})
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{path}: corrupt or truncated image ({one_line(e, 120)})") from None
-
-
 def to_unit(images_u8: np.ndarray) -> np.ndarray:
     """uint8 [0, 255] -> float32 [-1, 1]."""
     a = np.asarray(images_u8)

@@ -400,3 +400,9 @@ def test_mutated_png_bytes_only_ever_raise_proface_errors(world, tmp_path, data)
         raw = raw[: data.draw(st.integers(0, len(raw)))]
     path = _write(tmp_path / "h.png", bytes(raw))
     assert _recover_file(world, path) < CAP_S
+
+
+def test_docs_format_holds_the_schema_the_code_enforces():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "format.md").read_text(encoding="utf-8")
+    assert fmt.schema_json() in doc
+    assert f"version {fmt.META_VERSION}" in doc.splitlines()[0]
