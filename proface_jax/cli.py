@@ -28,6 +28,7 @@ from proface_jax.errors import ProfaceError, one_line
 
 DEFAULT_PASSWORD_ENV = "PROFACE_PASSWORD"
 MAX_PASSWORD_FILE_BYTES = 4096
+SMALL_IMAGE = 256  # a face-less image this small is taken for an aligned face crop (--faces auto)
 DEFAULT_MAX_PIXELS = 40_000_000  # = images.MAX_PIXELS; not imported, to keep `--help` free of heavy imports
 
 
@@ -111,18 +112,54 @@ def load_face(path: str, size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS)
     return face
 
 
+def plan_faces(args, image: np.ndarray) -> list | None:
+    """The face boxes to protect in place, or None to protect the whole image (see --faces)."""
+    from proface_jax import faces
+
+    h, w = image.shape[:2]
+    if args.faces == "whole":
+        return None
+    boxes = list(args.box or [])
+    if args.faces == "boxes":
+        if not boxes:
+            raise CLIError("--faces boxes needs at least one --box x,y,w,h")
+        return boxes
+    from proface_jax import face_detect
+
+    boxes = list(face_detect.detect_faces(image, args.detector or face_detect.DEFAULT_DETECTOR)) + boxes
+    if not boxes:
+        if max(h, w) <= SMALL_IMAGE:
+            print(f"proface: note: no face detected in this {w}×{h} image; protecting it whole, "
+                  "as an aligned face crop (--faces whole)", file=sys.stderr)
+            return None
+        raise faces.NoFaceFound(f"no face found in {args.input}: nothing written; pass --box x,y,w,h "
+                                "(repeatable), or --faces whole to protect the whole image")
+    groups = faces.crops_for(faces.check_boxes(boxes, h, w), h, w)
+    if len(groups) == 1 and groups[0][0].size >= 0.8 * min(h, w) and not (h % 2 or w % 2):
+        return None  # the image is a face crop: protect it whole, as the model was trained
+    return boxes
+
+
 def cmd_protect(args) -> int:
-    from proface_jax import photo
+    from proface_jax import faces, photo
 
     check_out(args.out, args.input)
-    face = load_face(args.input, args.size, args.max_pixels)
-    photo.check_photo(face, args.input)
+    image = load_face(args.input, args.size, args.max_pixels)
     ck = load_model(args.checkpoint, args.mode)
+    boxes = plan_faces(args, image)
+    if boxes is None:
+        photo.check_photo(image, args.input)
     pw = read_password(args, confirm=True)
-    protected, meta = photo.protect_photo(ck, face, pw, obfuscator=args.obfuscator, kdf=args.kdf,
-                                          seed=args.seed, donors=args.donors, tag=args.tag)
+    if boxes is None:
+        protected, meta = photo.protect_photo(ck, image, pw, obfuscator=args.obfuscator, kdf=args.kdf,
+                                              seed=args.seed, donors=args.donors, tag=args.tag)
+        what = "whole image"
+    else:
+        protected, meta = faces.protect_faces(ck, image, pw, boxes=boxes, obfuscator=args.obfuscator, kdf=args.kdf,
+                                              seed=args.seed, donors=args.donors, tag=args.tag)
+        what = f"{len(meta['faces'])} face crop(s) in place"
     photo.save_protected(args.out, protected, meta)
-    print(f"protected {args.input} -> {args.out} (model {ck.model_id}, {ck.mode}, {args.obfuscator}, "
+    print(f"protected {args.input} -> {args.out} ({what}; model {ck.model_id}, {ck.mode}, {args.obfuscator}, "
           f"KDF {meta['kdf']['algorithm']}, {'with' if 'tag' in meta else 'no'} authentication tag)")
     return 0
 
@@ -228,6 +265,16 @@ def _seed_arg(text: str) -> int:
     return v
 
 
+def _box_arg(text: str) -> tuple[int, int, int, int]:
+    try:
+        box = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: need x,y,w,h in pixels") from None
+    if len(box) != 4 or min(box) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: need four non-negative integers x,y,w,h")
+    return box
+
+
 def _pixels_arg(text: str) -> int:
     try:
         v = int(float(text))
@@ -265,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("protect", help="hide a face inside its obfuscated version")
-    p.add_argument("input", help="face image (aligned crop; any format PIL reads)")
+    p.add_argument("input", help="photo or aligned face crop (any format PIL reads)")
     p.add_argument("--out", required=True, help="protected image, written as 8-bit PNG")
     p.add_argument("--obfuscator", default="blur", choices=PHOTO_OBFUSCATORS)
     p.add_argument("--donors", help="folder of donor faces (for --obfuscator swap)")
@@ -276,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strong: scrypt with a fresh salt (default); paper: the authors' PBKDF2 (weak, reproducible)")
     p.add_argument("--size", type=_size_arg, help="centre-crop to a square and resize to SIZE×SIZE first")
     p.add_argument("--seed", type=_seed_arg, default=0, help="seed of the obfuscator's random choices (mask sticker)")
+    p.add_argument("--faces", default="auto", choices=("auto", "whole", "boxes"),
+                   help="auto: detect every face (plus any --box) and protect each in place, the rest of the photo "
+                        "untouched (an image that is itself a face crop is protected whole); whole: the whole "
+                        "image as one face crop; boxes: only the --box faces")
+    p.add_argument("--box", type=_box_arg, action="append", metavar="X,Y,W,H",
+                   help="a face the detector missed (repeatable); pixels, top-left corner and size")
+    p.add_argument("--detector", help="face detector (default: the measured best; see proface_jax.face_detect)")
     p.add_argument("--tag", action=argparse.BooleanOptionalAction, default=None,
                    help="store an authentication tag so that recovery refuses a wrong password or a modified file "
                         "(default: on for randwr, off for obfswr, where a wrong password should look like y)")

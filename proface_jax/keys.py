@@ -191,7 +191,7 @@ def password_bytes(password: str | bytes, normalize: bool = True) -> bytes:
 class SecretMap(NamedTuple):
     map: np.ndarray  # [H, W] float32 in {-1, +1}
     K: jnp.ndarray  # [1, H/2, W/2, 4] = haar_dwt(map)
-    kdf: KDF
+    kdf: KDF | None  # None for a map expanded from a file key (`expand_map`)
     mac_key: bytes = b""  # 32 bytes after the map's: keys the protected file's authentication tag
 
 
@@ -234,3 +234,36 @@ def random_key(rng, batch: int, height: int, width: int, dtype=jnp.float32) -> j
 
     k = jax.random.rademacher(rng, (batch, height, width, 1), dtype=dtype)
     return haar_dwt(k)
+
+
+# ---- many maps from one password (every face of a photo) ----
+
+class FileKeys(NamedTuple):
+    map_key: bytes  # expands to each face's secret map (`expand_map`)
+    mac_key: bytes  # keys the file's authentication tag
+
+
+def file_keys(password: str | bytes, kdf: KDF) -> FileKeys:
+    """One KDF call per file, however many faces: 64 bytes, the first half for maps, the second for the tag.
+
+    Per-face maps then cost one HMAC chain each (`expand_map`), not a scrypt each,
+    which a photo of ten faces (or a video of thousands of frames) could not afford.
+    """
+    raw = resolve_kdf(kdf).derive(password_bytes(password), 2 * MAC_KEY_BYTES)
+    return FileKeys(raw[:MAC_KEY_BYTES], raw[MAC_KEY_BYTES:])
+
+
+def expand_map(map_key: bytes, salt: bytes, height: int, width: int) -> SecretMap:
+    """The ±1 map of one face: PBKDF2-HMAC-SHA512 with one iteration over a 32-byte random key.
+
+    One iteration is enough because the key is already the output of the slow KDF
+    (the per-face salt separates faces); PBKDF2 rather than HKDF because HKDF-Expand
+    stops at 255 blocks (a 361×361 map), PBKDF2's counter mode does not.
+    """
+    if len(map_key) != MAC_KEY_BYTES:
+        raise ProfaceError("expand_map needs the 32-byte map key of keys.file_keys")
+    if height <= 0 or width <= 0 or height % 2 or width % 2 or height * width > MAX_MAP_PIXELS:
+        raise ProfaceError(f"expand_map needs positive even sizes within {MAX_MAP_PIXELS:,} pixels, got {height}×{width}")
+    raw = PBKDF2HMAC(algorithm=hashes.SHA512(), length=-(-height * width // 8), salt=salt, iterations=1).derive(map_key)
+    k = bits_to_map(raw, height, width)
+    return SecretMap(k, key_from_map(k), None)

@@ -93,8 +93,13 @@ def recover_photo(ck: Checkpoint, protected_u8: np.ndarray, meta: dict[str, Any]
     """-> recovered 8-bit pixels. With a wrong password the result is noise (RandWR) or y (ObfsWR).
 
     A file with a tag is verified first (`verify=False` skips that, e.g. to see
-    what a wrong password gives): a mismatch raises `TagMismatch`.
+    what a wrong password gives): a mismatch raises `TagMismatch`. A file whose
+    faces were protected in place goes to `faces.recover_faces`.
     """
+    if isinstance(meta, dict) and "faces" in meta:
+        from proface_jax import faces
+
+        return faces.recover_faces(ck, protected_u8, meta, password, check_model=check_model, verify=verify)
     check_photo(protected_u8, "protected image")
     h, w = protected_u8.shape[:2]
     fmt.validate_meta(meta, (h, w))

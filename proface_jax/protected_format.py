@@ -12,9 +12,11 @@ Nothing in the file names a path: the model is resolved by the user
 (`--checkpoint`) or by mode among the shipped models, and its id must equal
 the file's `model_id`.
 
-Version 2 (written now) adds NFC password normalisation and an optional
-`tag`: HMAC-SHA256 over the canonical metadata and the pixels, keyed by 32
-bytes that the password's KDF derives beside the secret map. It lets
+Version 2 (written now) adds NFC password normalisation, optional `faces`
+(each face of a photo protected in place, `proface_jax.faces`; without it the
+whole image is protected) and an optional `tag`: HMAC-SHA256 over the
+canonical metadata and the pixels, keyed by 32 bytes that the password's KDF
+derives beside the secret map. It lets
 recovery say "wrong password or modified file" instead of writing noise;
 it is off by default for ObfsWR, whose wrong-password output is meant to look
 like an ordinary obfuscated face. Version 1 files (no tag, raw password
@@ -40,7 +42,8 @@ META_KEY = "proface"
 META_FORMAT = "proface-jax-protected"
 META_VERSION = 2
 READ_VERSIONS = (1, 2)
-MAX_META_BYTES = 16 * 1024
+MAX_META_BYTES = 64 * 1024  # 256 faces at ~80 bytes each fit with room to spare
+MAX_FACES = 256
 MODES = ("randwr", "obfswr")
 OBFUSCATORS = ("blur", "pixelate", "median", "mask", "swap")
 MIN_SIDE, MAX_SIDE = 16, 2**15
@@ -61,8 +64,17 @@ SCHEMA: dict[str, Any] = {
                      "description": "first 16 hex digits of the checkpoint payload's SHA-256"},
         "mode": {"enum": list(MODES)},
         "obfuscator": {"enum": list(OBFUSCATORS)},
-        "height": {"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE, "multipleOf": 2},
-        "width": {"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE, "multipleOf": 2},
+        "height": {"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE,
+                   "description": "pixels; even unless the file has faces"},
+        "width": {"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE},
+        "faces": {"type": "array", "minItems": 1, "maxItems": MAX_FACES,
+                  "description": "version 2: square crops protected in place, each with its own salt",
+                  "items": {"type": "object", "additionalProperties": False, "required": ["x", "y", "size", "salt"],
+                            "properties": {"x": {"type": "integer", "minimum": 0, "maximum": MAX_SIDE},
+                                           "y": {"type": "integer", "minimum": 0, "maximum": MAX_SIDE},
+                                           "size": {"type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE,
+                                                    "multipleOf": 2},
+                                           "salt": {**_B64, "minLength": 24, "maxLength": 88}}}},
         "tag": {**_B64, "minLength": 44, "maxLength": 44,
                 "description": "base64 HMAC-SHA256 (version 2 only)"},
         "kdf": {
@@ -136,14 +148,43 @@ def validate_meta(meta: Any, pixel_shape: tuple[int, int] | None = None) -> dict
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ProtectedImageError(f"invalid proface metadata at {where}: {one_line(error.message, 160)}")
-    if meta["version"] == 1 and "tag" in meta:
-        raise ProtectedImageError("invalid proface metadata: a version-1 file has no tag")
+    if meta["version"] == 1 and ("tag" in meta or "faces" in meta):
+        raise ProtectedImageError("invalid proface metadata: a version-1 file has no tag and no faces")
     keys.KDF.from_json(meta["kdf"])  # salt length and cost bounds (raises KDFError, a ProfaceError)
     if pixel_shape is not None and (meta["height"], meta["width"]) != tuple(pixel_shape):
         h, w = pixel_shape
         raise ProtectedImageError(f"protected image is {h}×{w} but its metadata says "
                                   f"{meta['height']}×{meta['width']}: it was resized or cropped after protection")
+    if "faces" in meta:
+        _check_faces(meta["faces"], meta["height"], meta["width"])
+    elif meta["height"] % 2 or meta["width"] % 2:
+        raise ProtectedImageError(f"invalid proface metadata: a whole-image file is {meta['height']}×{meta['width']}; "
+                                  "its sides must be even")
     return meta
+
+
+def _check_faces(faces, height: int, width: int) -> None:
+    """Every crop inside the image, no two overlapping, each salt 16–64 bytes."""
+    lo, hi = keys.LIMITS["salt_bytes"]
+    for i, f in enumerate(faces):
+        if f["x"] + f["size"] > width or f["y"] + f["size"] > height:
+            raise ProtectedImageError(f"invalid proface metadata at faces/{i}: crop {f['x']},{f['y']} of side "
+                                      f"{f['size']} lies outside the {width}×{height} image")
+        try:
+            n = len(base64.b64decode(f["salt"], validate=True))
+        except ValueError:
+            raise ProtectedImageError(f"invalid proface metadata at faces/{i}/salt: not valid base64") from None
+        if not lo <= n <= hi:
+            raise ProtectedImageError(f"invalid proface metadata at faces/{i}/salt: {n} bytes; allowed {lo}–{hi}")
+    boxes = sorted((f["x"], f["y"], f["size"], i) for i, f in enumerate(faces))
+    for a in range(len(boxes)):
+        xa, ya, sa, ia = boxes[a]
+        for b in range(a + 1, len(boxes)):
+            xb, yb, sb, ib = boxes[b]
+            if xb >= xa + sa:
+                break  # sorted by x: no later crop reaches back into this one
+            if ya < yb + sb and yb < ya + sa:
+                raise ProtectedImageError(f"invalid proface metadata: face crops {ia} and {ib} overlap")
 
 
 # ---- the authentication tag ----
@@ -206,6 +247,7 @@ def read(path: str | os.PathLike, max_pixels: int = images.MAX_PIXELS):
 
 
 def png_bytes(pixels_u8, meta: dict[str, Any]) -> bytes:
+    """The PNG file's bytes; the metadata is validated against the pixels first."""
     validate_meta(meta, pixels_u8.shape[:2])
     return images.png_bytes(pixels_u8, {META_KEY: json.dumps(meta, sort_keys=True)})
 

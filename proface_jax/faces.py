@@ -1,0 +1,195 @@
+"""Every face of a photo, protected in place and recovered in place (the `faces` of protected-file format 2).
+
+    pixels, meta = protect_faces(ck, photo_u8, "pass phrase")        # detect, protect each face
+    photo_back = recover_faces(ck, pixels, meta, "pass phrase")     # every face back, the rest untouched
+
+Each face box (from `face_detect` or the user; it frames the face as an
+aligned crop does) becomes a square crop of even side (grown by `margin`,
+none by default), rounded up to a multiple of 16 so that faces of similar
+size share one compiled flow; crops that would overlap merge into one. The
+model runs on each crop at the crop's own size (measured: recovery holds up
+from 64 to 320 px, see docs/format.md), so the protected crop is pasted back
+pixel for pixel and recovery reads it back exactly. Pixels outside the crops
+are never touched, by protection or by recovery.
+
+The obfuscated target y is the obfuscator's output at its native 112×112,
+resized to the crop, and faded into the original towards the crop's border
+(`blend_mask`): ŷ ≈ y, so the crop's edge matches its surroundings and no
+seam shows. One password serves every face: one KDF call per file gives a
+map key and a tag key (`keys.file_keys`); each face's map comes from the map
+key and the face's own salt (`keys.expand_map`).
+"""
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from proface_jax import images, keys, photo
+from proface_jax import protected_format as fmt
+from proface_jax.checkpoint import Checkpoint
+from proface_jax.errors import ProfaceError
+
+# Face boxes frame a face as an aligned crop does (forehead to chin, some hair and neck; what
+# face_detect returns and the model was trained on), so the crop needs no margin by default.
+MARGIN = 0.0
+SIDE_STEP = 16
+MODEL_SIZE = 112  # the obfuscators' native size (preset paper112)
+
+
+class NoFaceFound(ProfaceError):
+    """Detection found no face (pass --box, or --faces whole to protect the whole image)."""
+
+
+class Crop(NamedTuple):
+    x: int
+    y: int
+    size: int
+
+    def slices(self):
+        return slice(self.y, self.y + self.size), slice(self.x, self.x + self.size)
+
+    def overlaps(self, other: "Crop") -> bool:
+        return (self.x < other.x + other.size and other.x < self.x + self.size
+                and self.y < other.y + other.size and other.y < self.y + self.size)
+
+
+def _square(cx: float, cy: float, side: int, height: int, width: int) -> Crop:
+    """A square of about `side` centred on (cx, cy), shifted (and if need be shrunk) into the image."""
+    side = -(-int(side) // SIDE_STEP) * SIDE_STEP
+    side = min(side, height - height % 2, width - width % 2)
+    x = int(np.clip(round(cx - side / 2), 0, width - side))
+    y = int(np.clip(round(cy - side / 2), 0, height - side))
+    return Crop(x, y, side)
+
+
+def check_boxes(boxes: Sequence[Sequence[int]], height: int, width: int) -> list[tuple[int, int, int, int]]:
+    out = []
+    for b in boxes:
+        if len(b) != 4:
+            raise ProfaceError(f"face box {tuple(b)}: need x,y,w,h")
+        x, y, w, h = (int(v) for v in b)
+        if w < 8 or h < 8:
+            raise ProfaceError(f"face box {x},{y},{w},{h}: a face must be at least 8×8 pixels")
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            raise ProfaceError(f"face box {x},{y},{w},{h} lies outside the {width}×{height} image")
+        out.append((x, y, w, h))
+    return out
+
+
+def crops_for(boxes: Sequence[tuple[int, int, int, int]], height: int, width: int,
+              margin: float = MARGIN) -> list[tuple[Crop, list[tuple[int, int, int, int]]]]:
+    """Square crops (each with the face boxes it holds), merged until none overlap, sorted top-left first."""
+    groups = [(_square(x + w / 2, y + h / 2, max(w, h) * (1 + 2 * margin), height, width), [(x, y, w, h)])
+              for x, y, w, h in boxes]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                a, b = groups[i][0], groups[j][0]
+                if a.overlaps(b):
+                    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+                    x1, y1 = max(a.x + a.size, b.x + b.size), max(a.y + a.size, b.y + b.size)
+                    union = _square((x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0), height, width)
+                    groups[i] = (union, groups[i][1] + groups[j][1])
+                    del groups[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    for crop, _ in groups:
+        if crop.size < fmt.MIN_SIDE:
+            raise ProfaceError(f"the image is too small for a face crop ({width}×{height}; need {fmt.MIN_SIDE}×{fmt.MIN_SIDE})")
+    return sorted(groups, key=lambda g: (g[0].y, g[0].x))
+
+
+def blend_mask(size: int, boxes_in_crop: Sequence[tuple[float, float, float, float]], feather: float = 0.35) -> np.ndarray:
+    """[size, size] in [0, 1]: 1 over each face (an ellipse a little larger than its box), 0 at the crop's border."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    m = np.zeros((size, size), np.float32)
+    for bx, by, bw, bh in boxes_in_crop:
+        d = np.hypot((xx - bx - bw / 2) / (0.4 * bw), (yy - by - bh / 2) / (0.45 * bh))
+        t = np.clip((1 + feather - d) / feather, 0, 1)
+        m = np.maximum(m, t * t * (3 - 2 * t))
+    edge = np.minimum(np.minimum(xx, yy), np.minimum(size - xx, size - yy))
+    return m * np.clip(edge / (0.06 * size), 0, 1)
+
+
+def obfuscated_target(crop_u8: np.ndarray, boxes_in_crop, obfuscator: str, seed: int = 0,
+                      donors: str | None = None) -> np.ndarray:
+    """y for one crop, [-1, 1] float32 [S, S, 3]: the obfuscator at 112×112, resized, faded into the original."""
+    s = crop_u8.shape[0]
+    small = crop_u8 if s == MODEL_SIZE else images.resize(crop_u8, (MODEL_SIZE, MODEL_SIZE))
+    y = images.from_unit(photo.obfuscate(small, obfuscator, seed, donors)[0])
+    if s != MODEL_SIZE:
+        y = images.resize(y, (s, s))
+    m = blend_mask(s, boxes_in_crop)[..., None]
+    return m * images.to_unit(y) + (1 - m) * images.to_unit(crop_u8)
+
+
+def protect_faces(ck: Checkpoint, photo_u8: np.ndarray, password: str | bytes, boxes=None,
+                  detector: str | None = None, obfuscator: str = "blur", kdf: str | keys.KDF = "strong",
+                  margin: float = MARGIN, seed: int = 0, donors: str | None = None,
+                  tag: bool | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """-> (the photo with every face protected in place, format-3 metadata).
+
+    `boxes` (x, y, w, h) are used as given; None detects faces with `detector`.
+    Raises `NoFaceFound` when there is none.
+    """
+    a = np.asarray(photo_u8)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] != 3:
+        raise ProfaceError(f"expected 8-bit RGB pixels [H, W, 3], got {a.dtype} {tuple(a.shape)}")
+    h, w = a.shape[:2]
+    if boxes is None:
+        from proface_jax import face_detect
+
+        boxes = face_detect.detect_faces(a, detector or face_detect.DEFAULT_DETECTOR)
+    boxes = check_boxes(boxes, h, w)
+    if not boxes:
+        raise NoFaceFound("no face found in the photo: pass --box x,y,w,h, or --faces whole to protect it whole")
+    groups = crops_for(boxes, h, w, margin)
+    kdf = keys.strong_kdf() if kdf == "strong" else keys.resolve_kdf(kdf)
+    fk = keys.file_keys(password, kdf)
+    out = a.copy()
+    faces = []
+    for crop, members in groups:
+        salt = os.urandom(keys.SALT_BYTES)
+        sm = keys.expand_map(fk.map_key, salt, crop.size, crop.size)
+        crop_u8 = a[crop.slices()]
+        inside = [(bx - crop.x, by - crop.y, bw, bh) for bx, by, bw, bh in members]
+        y = obfuscated_target(crop_u8, inside, obfuscator, seed, donors)
+        prot, _ = photo._protect_jit(ck.params, images.to_unit(crop_u8)[None], y[None], sm.K, ck.config)
+        out[crop.slices()] = images.from_unit(np.asarray(prot[0]))
+        faces.append({"x": crop.x, "y": crop.y, "size": crop.size, "salt": base64.b64encode(salt).decode()})
+    meta = {"format": fmt.META_FORMAT, "version": fmt.META_VERSION, "kdf": kdf.to_json(), "model_id": ck.model_id,
+            "mode": ck.mode, "obfuscator": obfuscator, "height": h, "width": w, "faces": faces}
+    if (ck.mode == "randwr") if tag is None else tag:
+        meta["tag"] = fmt.compute_tag(fk.mac_key, meta, out)
+    return out, fmt.validate_meta(meta, (h, w))
+
+
+def recover_faces(ck: Checkpoint, pixels_u8: np.ndarray, meta: dict[str, Any], password: str | bytes,
+                  check_model: bool = True, verify: bool = True) -> np.ndarray:
+    """-> the photo with every face recovered; pixels outside the face crops are returned as they are."""
+    a = np.asarray(pixels_u8)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] != 3:
+        raise ProfaceError(f"expected 8-bit RGB pixels [H, W, 3], got {a.dtype} {tuple(a.shape)}")
+    fmt.validate_meta(meta, a.shape[:2])
+    if "faces" not in meta:
+        raise ProfaceError("this file protects the whole image, not faces in it: use photo.recover_photo")
+    if check_model and meta["model_id"] != ck.model_id:
+        raise fmt.ProtectedImageError(f"image was protected with model {meta['model_id']}, but the checkpoint "
+                                      f"{ck.path} is model {ck.model_id} ({ck.mode}); pass the matching --checkpoint")
+    fk = keys.file_keys(password, keys.KDF.from_json(meta["kdf"]))
+    if verify and "tag" in meta:
+        fmt.verify_tag(fk.mac_key, meta, a)
+    out = a.copy()
+    for face in meta["faces"]:
+        crop = Crop(face["x"], face["y"], face["size"])
+        sm = keys.expand_map(fk.map_key, base64.b64decode(face["salt"]), crop.size, crop.size)
+        rec, _ = photo._recover_jit(ck.params, images.to_unit(a[crop.slices()])[None], sm.K, ck.config)
+        out[crop.slices()] = images.from_unit(np.asarray(rec[0]))
+    return out
