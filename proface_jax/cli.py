@@ -80,10 +80,12 @@ def load_model(name_or_path: str | None, mode: str | None = None):
     return checkpoint.load_shipped(mode or "randwr")
 
 
-def check_out(out: str, *inputs: str) -> None:
+def check_out(out: str, *inputs: str, video: bool = False) -> None:
     """Refuse, before any work, an output we could not write or that would replace an input."""
     out_p = Path(out)
-    if not out_p.name.lower().endswith(".png"):
+    if video and out_p.suffix.lower() != ".mkv":
+        raise CLIError(f"--out {out}: write .mkv (FFV1, lossless); lossy video destroys the hidden faces")
+    if not video and out_p.suffix.lower() != ".png":
         raise CLIError(f"--out {out}: write PNG (.png); lossy formats destroy the hidden face")
     parent = out_p.parent
     if not parent.is_dir():
@@ -176,6 +178,33 @@ def cmd_recover(args) -> int:
     checked = ("password checked by the file's authentication tag" if "tag" in meta and not args.no_verify
                else "a wrong password gives a wrong image, not an error")
     print(f"recovered {args.input} -> {args.out} (model {ck.model_id}, {ck.mode}); {checked}")
+    return 0
+
+
+def cmd_protect_video(args) -> int:
+    from proface_jax import video
+
+    check_out(args.out, args.input, video=True)
+    ck = load_model(args.checkpoint, args.mode)
+    pw = read_password(args, confirm=True)
+    meta = video.protect_video(ck, args.input, args.out, pw, detector=args.detector, obfuscator=args.obfuscator,
+                               kdf=args.kdf, tag=args.tag, max_pixels=args.max_pixels, progress=sys.stderr.isatty())
+    n = sum(len(f) for f in meta["faces"])
+    print(f"protected {args.input} -> {args.out} ({meta['frames']} frames, {n} face crops; model {ck.model_id}, "
+          f"{ck.mode}, FFV1 lossless, {'with' if 'tag' in meta else 'no'} authentication tag)")
+    return 0
+
+
+def cmd_recover_video(args) -> int:
+    from proface_jax import video
+
+    check_out(args.out, args.input, video=True)
+    meta = video.read_meta(Path(args.input))
+    ck = load_model(args.checkpoint, meta["mode"])
+    pw = read_password(args, confirm=False)
+    video.recover_video(ck, args.input, args.out, pw, verify=not args.no_verify, max_pixels=args.max_pixels,
+                        progress=sys.stderr.isatty())
+    print(f"recovered {args.input} -> {args.out} ({meta['frames']} frames; model {ck.model_id}, {ck.mode})")
     return 0
 
 
@@ -346,6 +375,29 @@ def build_parser() -> argparse.ArgumentParser:
     _password_args(p)
     _common_args(p)
     p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("protect-video", help="protect every face of every frame of a video (lossless .mkv out)")
+    p.add_argument("input", help="video (any format ffmpeg reads)")
+    p.add_argument("--out", required=True, help="protected video, FFV1 in Matroska (.mkv)")
+    p.add_argument("--obfuscator", default="blur", choices=[o for o in PHOTO_OBFUSCATORS if o != "swap"])
+    p.add_argument("--mode", default="randwr", choices=("randwr", "obfswr"))
+    p.add_argument("--checkpoint", help="checkpoint path or shipped name (overrides --mode)")
+    p.add_argument("--kdf", default="strong", choices=("strong", "paper"))
+    p.add_argument("--detector", help="face detector (default: the measured best; see proface_jax.face_detect)")
+    p.add_argument("--tag", action=argparse.BooleanOptionalAction, default=None,
+                   help="authentication tag (default: on for randwr, off for obfswr)")
+    _password_args(p)
+    _common_args(p)
+    p.set_defaults(func=cmd_protect_video)
+
+    p = sub.add_parser("recover-video", help="recover every face of a protected video (lossless .mkv out)")
+    p.add_argument("input", help="protected .mkv written by `proface protect-video`")
+    p.add_argument("--out", required=True, help="recovered video, FFV1 in Matroska (.mkv)")
+    p.add_argument("--checkpoint", help="checkpoint path or shipped name (default: the shipped model of its mode)")
+    p.add_argument("--no-verify", action="store_true", help="recover even if the authentication tag does not match")
+    _password_args(p)
+    _common_args(p)
+    p.set_defaults(func=cmd_recover_video)
 
     p = sub.add_parser("demo", help="protect and recover a sample face; writes one picture")
     p.add_argument("--out", default="proface_demo.png")

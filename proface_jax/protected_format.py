@@ -125,10 +125,10 @@ def _no_constants(name):
     raise ProtectedImageError(f"proface metadata holds {name}, which JSON does not allow")
 
 
-def parse_meta(text: str | bytes) -> Any:
+def parse_meta(text: str | bytes, max_bytes: int = MAX_META_BYTES) -> Any:
     """Strict JSON: size-capped, no duplicate keys, no NaN/Infinity."""
-    if len(text) > MAX_META_BYTES:
-        raise ProtectedImageError(f"proface metadata is {len(text):,} bytes; at most {MAX_META_BYTES:,} allowed")
+    if len(text) > max_bytes:
+        raise ProtectedImageError(f"proface metadata is {len(text):,} bytes; at most {max_bytes:,} allowed")
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except ProtectedImageError:
