@@ -131,9 +131,7 @@ def plan_faces(args, image: np.ndarray) -> list | None:
     boxes = list(face_detect.detect_faces(image, args.detector or face_detect.DEFAULT_DETECTOR)) + boxes
     if not boxes:
         if max(h, w) <= SMALL_IMAGE:
-            print(f"proface: note: no face detected in this {w}×{h} image; protecting it whole, "
-                  "as an aligned face crop (--faces whole)", file=sys.stderr)
-            return None
+            return None  # a small face-less image is taken for an aligned face crop (see --faces)
         raise faces.NoFaceFound(f"no face found in {args.input}: nothing written; pass --box x,y,w,h "
                                 "(repeatable), or --faces whole to protect the whole image")
     groups = faces.crops_for(faces.check_boxes(boxes, h, w), h, w)
