@@ -19,6 +19,14 @@ false positives on the whole face-free background images (the cat among them) an
 each detector finds on skimage.data.astronaut() (one face). Time: wall time of
 detect_faces per megapixel over all composites (after one warm-up call), on this machine.
 
+Composites are made in order from one Generator, so --photos 8 gives the first 8 photos of
+--photos 60 (the slow dlib_cnn was measured on such a prefix). BlazeFace cannot share this
+project's environment (mediapipe 0.10.14 pins protobuf<5); it was measured from a separate venv
+(mediapipe installed --no-deps, plus numpy<2.3, protobuf<5, absl-py, attrs, flatbuffers,
+opencv-python-headless, matplotlib, scikit-image, pillow) with PYTHONPATH at a folder holding
+experiments/, benchmarks/ and a proface_jax/ with an empty __init__.py beside face_detect.py,
+errors.py and images.py (so that jax is not imported).
+
 --calibrate instead measures each detector's raw box against the aligned-crop square on
 --calib-faces VALIDATION-split faces (upright, 120-240 px, centred in a grey canvas 1.6x their size) and prints the medians that
 face_detect._NORMALISE holds.

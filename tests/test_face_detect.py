@@ -58,7 +58,7 @@ def test_finds_each_real_face_and_nothing_else(composite, detector):
     boxes = face_detect.detect_faces(canvas, detector)
     for t in truth:
         best = max((_iou(t, b) for b in boxes), default=0.0)
-        assert best >= 0.4, (detector, t, boxes)
+        assert best >= 0.6, (detector, t, boxes)  # the benchmark counts >= 0.4; these upright faces do better
     assert len(boxes) == len(truth), boxes
 
 
