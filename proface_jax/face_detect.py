@@ -8,7 +8,8 @@ Four detectors, all offline (no model is downloaded at run time):
              (ships with opencv-python-headless, a core dependency).
   dlib_hog   dlib's HOG + linear SVM frontal detector (built into `dlib-bin`).
   dlib_cnn   dlib's CNN (MMOD) detector, mmod_human_face_detector.dat from
-             `face-recognition-models` (install it with --no-deps).
+             `face-recognition-models` (no dependencies; its __init__ imports
+             setuptools' pkg_resources, so the file is located without importing it).
   blazeface  MediaPipe's BlazeFace full-range model (ships in the `mediapipe`
              wheel; mediapipe 0.10.14 pins protobuf<5 and opencv-contrib-python,
              which clash with this project's dependencies: use a separate venv).
@@ -60,16 +61,18 @@ import numpy as np
 from proface_jax.errors import ProfaceError
 
 DETECTORS: tuple[str, ...] = ("haar", "dlib_hog", "dlib_cnn", "blazeface")
-# dlib's HOG detector: most faces found of the two that install cleanly here (92 % vs Haar's 90 %),
-# ~15x fewer false positives than Haar, about 1.2 s per megapixel on a shared 2-core machine
-# (benchmarks/bench_face_detectors.py; needs `dlib-bin`). The CNN finds more but costs 15x the time.
+# dlib's HOG detector (needs `dlib-bin`). benchmarks/bench_face_detectors.py, seed 0, min_size 40:
+# 60 composites / 232 UTKFace test faces: haar 89.7 % found, 0.47 false positives per photo;
+# dlib_hog 92.2 %, 0.03; blazeface 60.8 %, 0 (misses faces under 80 px). Same speed class as
+# Haar (~1.1 s/MP on a shared 2-core machine). dlib_cnn found all 75 faces of the first 20
+# photos with no false positive but costs ~29 s/MP: the thorough choice, not the default.
 DEFAULT_DETECTOR: str = "dlib_hog"
 
 # What to install for each detector (named in the ProfaceError when it is missing).
 _INSTALL = {
     "haar": "pip install opencv-python-headless==4.10.0.84",
     "dlib_hog": "pip install dlib-bin",
-    "dlib_cnn": "pip install dlib-bin && pip install --no-deps face-recognition-models",
+    "dlib_cnn": "pip install dlib-bin face-recognition-models",
     "blazeface": "pip install mediapipe==0.10.14 (in its own environment: it pins protobuf<5)",
 }
 
