@@ -5,7 +5,7 @@
 
 Each face box (from `face_detect` or the user; it frames the face as an
 aligned crop does) becomes a square crop of even side (grown by `margin`,
-none by default), rounded up to a multiple of 16 so that faces of similar
+10 % a side by default), rounded up to a multiple of 16 so that faces of similar
 size share one compiled flow; crops that would overlap merge into one. The
 model runs on each crop at the crop's own size (measured: recovery holds up
 from 64 to 320 px, see docs/format.md), so the protected crop is pasted back
@@ -33,8 +33,9 @@ from proface_jax.checkpoint import Checkpoint
 from proface_jax.errors import ProfaceError
 
 # Face boxes frame a face as an aligned crop does (forehead to chin, some hair and neck; what
-# face_detect returns and the model was trained on), so the crop needs no margin by default.
-MARGIN = 0.0
+# face_detect returns and the model was trained on); 10 % more on each side covers a tilted face
+# and the detector's jitter (with none, 4 of 81 composite faces were < 90 % inside their crop).
+MARGIN = 0.1
 SIDE_STEP = 16
 MODEL_SIZE = 112  # the obfuscators' native size (preset paper112)
 
