@@ -1,7 +1,7 @@
 """Whole photos end to end: detect, protect every face in place, recover — on composites of real faces.
 
     python benchmarks/bench_photo_faces.py [--photos 20] [--seed 0] [--checkpoint randwr] [--out results.json] \
-        [--figure docs/group_photo.png]
+        [--figure docs/group_photo.png --figure-photo 10]
 
 The composites are bench_face_detectors.py's (2–6 UTKFace *test* faces per photo, 60–300 px,
 rotated ±15°, on textured backgrounds). For each photo: `faces.protect_faces` with the default
@@ -55,7 +55,8 @@ def main(argv=None) -> None:
     ap.add_argument("--checkpoint", default="randwr")
     ap.add_argument("--data", default=str(DEFAULT_UTKFACE))
     ap.add_argument("--out", help="write the figures as JSON here")
-    ap.add_argument("--figure", help="write photo 0 as original | protected | recovered (PNG, half size) here")
+    ap.add_argument("--figure", help="write one photo as original | protected | recovered (PNG, half size) here")
+    ap.add_argument("--figure-photo", type=int, default=0, help="which photo --figure shows")
     args = ap.parse_args(argv)
 
     ck = checkpoint.load_checkpoint(args.checkpoint)
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
         stored, meta = photo.load_protected(tmp / "p.png")
         rec = faces.recover_faces(ck, stored, meta, "bench password")
         times.append(time.perf_counter() - t)
-        if args.figure and i == 0:
+        if args.figure and i == args.figure_photo:
             half = [images.resize(a, (a.shape[0] // 2, a.shape[1] // 2)) for a in (canvas, stored, rec)]
             images.save_png(args.figure, images.grid([half]))
         crops = [faces.Crop(f["x"], f["y"], f["size"]) for f in meta["faces"]]
