@@ -130,5 +130,5 @@ def load_protected(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]
     return pixels, validate_meta(meta)
 
 
-_protect_jit = jax.jit(protect, static_argnums=(4,))
-_recover_jit = jax.jit(recover, static_argnums=(3,))
+from proface_jax.protocol import protect_jit as _protect_jit  # noqa: E402  (the shared jitted wrappers)
+from proface_jax.protocol import recover_jit as _recover_jit  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 
 import proface_jax
 from proface_jax import checkpoint, cli, images, photo
-from proface_jax.invertibility import random_params
+from proface_jax.testing import random_params
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from _lpips_testenv import lpips_params  # noqa: E402,F401  (session fixture)
 from experiments import attacks, evaluate  # noqa: E402
 from proface_jax import checkpoint, images, keys, metrics  # noqa: E402
 from proface_jax.flow import FlowConfig, recover  # noqa: E402
-from proface_jax.invertibility import random_params  # noqa: E402
+from proface_jax.testing import random_params  # noqa: E402
 
 SIZE = 32
 CFG = FlowConfig(num_blocks=1)
