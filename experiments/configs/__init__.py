@@ -9,4 +9,3 @@ Each is `get_config(mode)` over `proface_jax.training.config`, which documents e
 (`base_config`) and holds the presets themselves, so notebooks get the same configs without a
 checkout (`config.get(NAME, MODE)`).
 """
-from proface_jax.training.config import base_config  # noqa: F401
