@@ -190,6 +190,23 @@ def test_split_all_scores_every_face_of_a_small_folder(utkface_dir, tmp_path):
     assert run.warnings_for(options.parse_args(["--checkpoint", "c", "--data", spec, "--out", "o"]), 50) == []
 
 
+def test_empty_test_split_is_a_clear_error(utkface_dir, tiny_checkpoints, tmp_path, capsys):
+    import shutil
+
+    from proface_jax import input_pipeline
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    name = next(p.name for p in sorted(utkface_dir.iterdir())
+                if p.suffix.lower() == ".jpg" and input_pipeline.split_of(p.name) != "test")
+    shutil.copy(utkface_dir / name, folder / name)
+    argv = ["--checkpoint", str(tiny_checkpoints[0]), "--data", f"folder:{folder}", "--out", str(tmp_path / "o"),
+            "--no-lpips", "--quick", "--size", str(SIZE)]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "split 'test' is empty" in err and "--split all" in err
+
+
 def test_report_says_which_split_and_how_many_faces(quick_run):
     from proface_jax.evaluation import report
 

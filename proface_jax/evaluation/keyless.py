@@ -133,7 +133,12 @@ def run_section(ctx, bar) -> None:
     """Section 4: a y → x network (the no-protection baseline), then per checkpoint an attacker
     trained on (ŷ, x) pairs of the train split; fills ctx.R['keyless'] and ctx.ATT_PICS."""
     args, batch = ctx.args, ctx.batch
-    xt_u8, tnames = load_faces(ctx.data, "train", args.attack_train, args.seed + 1, ctx.size)
+    try:
+        xt_u8, tnames = load_faces(ctx.data, "train", args.attack_train, args.seed + 1, ctx.size)
+    except ValueError as e:  # a small folder of one's own may have no face in the train split
+        xt_u8, tnames = ctx.x_u8, ctx.names
+        ctx.R["meta"]["warnings"].append(f"keyless attacker: no train split ({e}); it trained on the scored faces "
+                                         "themselves, which flatters it.")
     xt = images.to_unit(xt_u8)
     nt = len(xt)
     yt = np.empty_like(xt)

@@ -135,8 +135,12 @@ class Context:
         return len(self.x)
 
 
+class NoFaces(ValueError):
+    """The split to score has no faces (a small folder's hash-chosen test split can be empty)."""
+
+
 def setup(args, out: Path, data: str) -> Context:
-    """LPIPS, checkpoints, faces, donors, obfuscations, keys and the gallery; raises CheckpointError."""
+    """LPIPS, checkpoints, faces, donors, obfuscations, keys and the gallery; raises CheckpointError or NoFaces."""
     size, batch = args.size, args.batch
     lp = None
     if not args.no_lpips:
@@ -145,7 +149,11 @@ def setup(args, out: Path, data: str) -> Context:
     cks = [ckpt_lib.load_checkpoint(p) for p in args.checkpoint]
     labels = args.label or unique_labels([c.path for c in cks], [c.mode for c in cks])
     models = [Model(c, lab) for c, lab in zip(cks, labels)]
-    x_u8, names = load_faces(data, args.split, args.n, args.seed, size)
+    try:
+        x_u8, names = load_faces(data, args.split, args.n, args.seed, size)
+    except ValueError as e:
+        hint = "; `--split all` scores every face of the source" if args.split != "all" else ""
+        raise NoFaces(f"{e}{hint}") from None
     x = images.to_unit(x_u8)
     try:
         donors, _ = load_faces(data, "validation", args.donor_limit, args.seed, size)
@@ -222,7 +230,7 @@ def main(argv=None) -> int:
     with T("setup (faces, obfuscations, keys)", total=1):
         try:
             ctx = setup(args, out, input_pipeline.resolve_data(args.data))
-        except ckpt_lib.CheckpointError as e:
+        except (ckpt_lib.CheckpointError, NoFaces) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"[evaluate] {ctx.n} faces ({args.split} split), {len(ctx.donors) if ctx.donors is not None else 0} "
