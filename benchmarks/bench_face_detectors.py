@@ -4,7 +4,7 @@
                                               [--detectors haar,dlib_hog,...] [--calibrate]
 
 Photos: seeded composites (numpy Generator(seed)) of 2-6 UTKFace TEST-split faces
-(experiments.input_pipeline.split_of(file name) == "test") on a 720-960 x 540-720 canvas,
+(proface_jax.input_pipeline.split_of(file name) == "test") on a 720-960 x 540-720 canvas,
 each face resized to 60-300 px, rotated by up to +-15 degrees (a square with a 3 px
 feathered edge) and placed with no overlap (rotated extents 8 px apart), on a textured
 background: procedural (smooth noise, stripes, gradient + noise) or a crop of a face-free
@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from experiments.input_pipeline import split_of
+from proface_jax.input_pipeline import split_of
 from proface_jax import face_detect, images
 
 DEFAULT_UTKFACE = Path(os.environ.get("PROFACE_UTKFACE", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "utkface"))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from experiments import input_pipeline
+from proface_jax import input_pipeline
 from proface_jax import images
 from proface_jax.lpips import weights as lpips_weights
 

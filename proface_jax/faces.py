@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from proface_jax import images, keys, photo
+from proface_jax import images, keys, photo, protocol
 from proface_jax import protected_format as fmt
 from proface_jax.checkpoint import Checkpoint
 from proface_jax.errors import ProfaceError
@@ -162,7 +162,7 @@ def protect_faces(ck: Checkpoint, photo_u8: np.ndarray, password: str | bytes, b
         crop_u8 = a[crop.slices()]
         inside = [(bx - crop.x, by - crop.y, bw, bh) for bx, by, bw, bh in members]
         y = obfuscated_target(crop_u8, inside, obfuscator, seed, donors)
-        prot, _ = photo._protect_jit(ck.params, images.to_unit(crop_u8)[None], y[None], sm.K, ck.config)
+        prot, _ = protocol.protect_jit(ck.params, images.to_unit(crop_u8)[None], y[None], sm.K, ck.config)
         out[crop.slices()] = images.from_unit(np.asarray(prot[0]))
         faces.append({"x": crop.x, "y": crop.y, "size": crop.size, "salt": base64.b64encode(salt).decode()})
     meta = {"format": fmt.META_FORMAT, "version": fmt.META_VERSION, "kdf": kdf.to_json(), "model_id": ck.model_id,
@@ -191,6 +191,6 @@ def recover_faces(ck: Checkpoint, pixels_u8: np.ndarray, meta: dict[str, Any], p
     for face in meta["faces"]:
         crop = Crop(face["x"], face["y"], face["size"])
         sm = keys.expand_map(fk.map_key, base64.b64decode(face["salt"]), crop.size, crop.size)
-        rec, _ = photo._recover_jit(ck.params, images.to_unit(a[crop.slices()])[None], sm.K, ck.config)
+        rec, _ = protocol.recover_jit(ck.params, images.to_unit(a[crop.slices()])[None], sm.K, ck.config)
         out[crop.slices()] = images.from_unit(np.asarray(rec[0]))
     return out

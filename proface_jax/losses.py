@@ -92,9 +92,10 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
+from proface_jax.checkpoint import MODES
 from proface_jax.lpips import lpips as _lpips
 
-MODES = ("randwr", "obfswr")
+
 TRIPLET_REDUCTIONS = ("per_image", "batch_mean")
 L1_TRIPLETS = ("image_mean", "torch_rows")
 TORCH_PAIRWISE_EPS = 1e-6  # torch.pairwise_distance adds eps to the difference
@@ -211,7 +212,7 @@ def _gray_pool(images, factor: int = 4) -> jax.Array:
 
 def area_resize(gray, size: int) -> jax.Array:
     """[B, H, W] -> [B, size, size] by area averaging (exact when H, W are multiples of size).
-    Shared with the thumbnail attack (experiments.attacks), so the loss sees what it sees."""
+    Shared with the thumbnail attack (proface_jax.evaluation.attacks), so the loss sees what it sees."""
     b, h, w = gray.shape
     if h % size == 0 and w % size == 0:
         return gray.reshape(b, size, h // size, size, w // size).mean(axis=(2, 4))

@@ -26,7 +26,7 @@ from proface_jax import images, keys
 from proface_jax import protected_format as fmt
 from proface_jax.checkpoint import Checkpoint
 from proface_jax.errors import ProfaceError
-from proface_jax.flow import protect, recover
+from proface_jax.protocol import protect_jit, recover_jit
 from proface_jax.protected_format import META_FORMAT, META_KEY, META_VERSION, ProtectedImageError, TagMismatch  # noqa: F401
 
 # Obfuscators usable on a single photo (swap needs a donor pool).
@@ -79,7 +79,7 @@ def protect_photo(ck: Checkpoint, image_u8: np.ndarray, password: str | bytes, o
     sm = keys.secret_map(password, h, w, kdf)
     x = images.to_unit(image_u8)[None]
     y = obfuscate(image_u8, obfuscator, seed, donors)
-    protected, _byproduct = _protect_jit(ck.params, x, y, sm.K, ck.config)  # byproduct dropped: it leaks x
+    protected, _byproduct = protect_jit(ck.params, x, y, sm.K, ck.config)  # byproduct dropped: it leaks x
     pixels = images.from_unit(np.asarray(protected[0]))
     meta = {"format": META_FORMAT, "version": META_VERSION, "kdf": kdf.to_json(), "model_id": ck.model_id,
             "mode": ck.mode, "obfuscator": obfuscator, "height": h, "width": w}
@@ -110,7 +110,7 @@ def recover_photo(ck: Checkpoint, protected_u8: np.ndarray, meta: dict[str, Any]
     sm = keys.secret_map(password, h, w, kdf, normalize=meta["version"] >= 2)
     if verify and "tag" in meta:
         fmt.verify_tag(sm.mac_key, meta, protected_u8)
-    recovered, _ = _recover_jit(ck.params, images.to_unit(protected_u8)[None], sm.K, ck.config)
+    recovered, _ = recover_jit(ck.params, images.to_unit(protected_u8)[None], sm.K, ck.config)
     return images.from_unit(np.asarray(recovered[0]))
 
 
@@ -126,7 +126,3 @@ def save_protected(path: str | os.PathLike, protected_u8: np.ndarray, meta: dict
 def load_protected(path: str | os.PathLike, max_pixels: int = images.MAX_PIXELS) -> tuple[np.ndarray, dict[str, Any]]:
     """-> (8-bit pixels, validated metadata) of a protected PNG; a one-line `ProfaceError` for anything else."""
     return fmt.read(path, max_pixels)
-
-
-_protect_jit = jax.jit(protect, static_argnums=(4,))
-_recover_jit = jax.jit(recover, static_argnums=(3,))

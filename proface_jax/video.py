@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 import jsonschema
 import numpy as np
 
-from proface_jax import faces, images, keys, photo
+from proface_jax import faces, images, keys, protocol
 from proface_jax import protected_format as fmt
 from proface_jax.checkpoint import Checkpoint
 from proface_jax.errors import ProfaceError, one_line
@@ -287,7 +287,7 @@ def protect_video(ck: Checkpoint, src: str | os.PathLike, out: str | os.PathLike
                     crop_u8 = frame[crop.slices()]
                     inside = [(bx - crop.x, by - crop.y, bw, bh) for bx, by, bw, bh in members]
                     y = faces.obfuscated_target(crop_u8, inside, obfuscator)
-                    prot, _ = photo._protect_jit(ck.params, images.to_unit(crop_u8)[None], y[None], sm.K, ck.config)
+                    prot, _ = protocol.protect_jit(ck.params, images.to_unit(crop_u8)[None], y[None], sm.K, ck.config)
                     frame[crop.slices()] = images.from_unit(np.asarray(prot[0]))
                 all_crops.append([[c.x, c.y, c.size] for c, _ in groups])
                 digest.update(frame.tobytes())
@@ -348,7 +348,7 @@ def recover_video(ck: Checkpoint, src: str | os.PathLike, out: str | os.PathLike
                 for j, (x, y, s) in enumerate(meta["faces"][i]):
                     crop = faces.Crop(x, y, s)
                     sm = keys.expand_map(fk.map_key, face_salt(i, j), s, s)
-                    rec, _ = photo._recover_jit(ck.params, images.to_unit(frame[crop.slices()])[None], sm.K, ck.config)
+                    rec, _ = protocol.recover_jit(ck.params, images.to_unit(frame[crop.slices()])[None], sm.K, ck.config)
                     frame[crop.slices()] = images.from_unit(np.asarray(rec[0]))
                 writer.send(frame)
                 n += 1

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 
 from proface_jax import keys
 from proface_jax.flow import FlowConfig
-from proface_jax.invertibility import random_params
+from proface_jax.testing import random_params
 
 # A fixed small set of shapes, so that each jitted function compiles once per shape.
 SHAPES = [(2, 16, 16, 3), (1, 24, 16, 3)]
@@ -12,7 +12,7 @@ CONFIG = FlowConfig(num_blocks=3)
 
 
 def case(seed: int, shape, scale: float, shift: float, internal_gain: float, dtype=jnp.float32):
-    """(params, x, y, K) with random params (see `invertibility.random_params`) and images in [-1, 1]."""
+    """(params, x, y, K) with random params (see `testing.random_params`) and images in [-1, 1]."""
     k = jax.random.split(jax.random.key(seed), 4)
     params = random_params(k[0], CONFIG, scale, shift, internal_gain)
     params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)

@@ -7,7 +7,7 @@ import pytest
 
 import proface_jax
 from proface_jax import checkpoint, cli, images, photo
-from proface_jax.invertibility import random_params
+from proface_jax.testing import random_params
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +169,20 @@ def test_shipped_obfswr_model_gives_the_obfuscated_face_to_a_wrong_password(tmp_
     # a key-independent model (one that recovers x whatever the password) fails the second check.
     assert to_y > 25
     assert to_x < metrics.score(y, face[None])["psnr"][0] + 1.0
+
+
+def test_cli_needs_no_training_stack(tmp_path):
+    """The core install (no [train] extra) runs `proface`: nothing on its path imports TFDS or ml_collections
+    (absl, orbax and optax come with flax itself)."""
+    import subprocess
+    import sys
+
+    blocked = ["tensorflow_datasets", "ml_collections"]
+    code = (f"import sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
+            "from proface_jax import checkpoint, cli, images, metrics, photo, protocol\n"
+            "from proface_jax import obfuscators\n"
+            "for name in ('blur', 'pixelate', 'median', 'mask'): obfuscators.make(name)\n"
+            "sys.argv = ['proface', 'demo', '--help']\n"
+            "try:\n    cli.main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]

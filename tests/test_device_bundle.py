@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from experiments import device_bundle, input_pipeline  # noqa: E402
+from experiments import device_bundle  # noqa: E402
+from proface_jax import input_pipeline  # noqa: E402
 from proface_jax import images  # noqa: E402
 from proface_jax.lpips import weights as lw  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""experiments.evaluate and experiments.attacks: plumbing on a tiny model and a few faces.
+"""experiments.evaluate over proface_jax.evaluation (sections, scoring, attacks): plumbing on a tiny model and a few faces.
 
 The end-to-end run uses `--quick` with a one-block model from random params at 32×32 and LPIPS
 off (LPIPS is checked separately, on one batch shape); two checkpoints with the same file name
@@ -21,10 +21,12 @@ if str(REPO) not in sys.path:  # plain `pytest` does not put the repo on sys.pat
     sys.path.insert(0, str(REPO))
 
 from _lpips_testenv import lpips_params  # noqa: E402,F401  (session fixture)
-from experiments import attacks, evaluate  # noqa: E402
+from experiments import evaluate  # noqa: E402  (the entry point: evaluate.main)
+from proface_jax.evaluation import attacks, faces, robustness, scoring, security  # noqa: E402
+from proface_jax.evaluation.model import Model  # noqa: E402
 from proface_jax import checkpoint, images, keys, metrics  # noqa: E402
 from proface_jax.flow import FlowConfig, recover  # noqa: E402
-from proface_jax.invertibility import random_params  # noqa: E402
+from proface_jax.testing import random_params  # noqa: E402
 
 SIZE = 32
 CFG = FlowConfig(num_blocks=1)
@@ -95,7 +97,7 @@ def test_quick_run_writes_every_section(quick_run):
             assert 0.0 <= R["attacks"][label]["avg"][probe]["thumbnail"]["top1"] <= 1.0
         km = R["keyless"]["models"][label]["avg"]
         assert {"attacker", "random_key", "identity", "baseline", "pre_obfuscated"} <= set(km)
-        assert set(R["robustness"][label]) == set(evaluate.PERTURBATIONS)
+        assert set(R["robustness"][label]) == set(robustness.PERTURBATIONS)
         # The unchanged PNG recovers exactly as the 8-bit table says (same faces, keys, path).
         assert R["robustness"][label]["none"]["avg"]["psnr"] == pytest.approx(
             R["tables"][label]["8bit"]["avg"]["recovery"]["psnr"], abs=1e-9)
@@ -149,7 +151,7 @@ def test_ranks_count_ties_against_the_attacker():
 def test_deep_matcher_and_lpips_from_shared_features(lpips_params, utkface_faces):
     x = images.to_unit(utkface_faces(8, SIZE))
     y = np.asarray(images.quantize(x + np.random.default_rng(2).normal(0, 0.1, x.shape)), np.float32)
-    scorer = evaluate.Scorer(lpips_params)
+    scorer = scoring.Scorer(lpips_params)
     X, Yp = scorer.prep(x, True), scorer.prep(y, True)
     gallery = scorer.features(X)
     assert attacks.match("deep", gallery["deep"], gallery["deep"])["top1"] == 1.0
@@ -163,14 +165,68 @@ def test_deep_matcher_and_lpips_from_shared_features(lpips_params, utkface_faces
     assert np.all(ours > 0)
 
 
+def test_split_all_scores_every_face_of_a_small_folder(utkface_dir, tmp_path):
+    """A user's folder of 16 faces: the default test split scores the hash-chosen few, --split all every one."""
+    import shutil
+
+    from proface_jax.evaluation import options, run
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for p in sorted(q for q in utkface_dir.iterdir() if q.suffix.lower() == ".jpg")[:16]:
+        shutil.copy(p, folder / p.name)
+    spec = f"folder:{folder}"
+    x_all, names_all = faces.load_faces(spec, "all", 1000, 0, SIZE)
+    assert len(x_all) == 16 and len(set(names_all)) == 16
+    try:
+        n_test = len(faces.load_faces(spec, "test", 1000, 0, SIZE)[0])
+    except ValueError:  # no file of the 16 hashed into the test split
+        n_test = 0
+    assert n_test < 16
+    args = options.parse_args(["--checkpoint", "c.pfj", "--data", spec, "--out", str(tmp_path), "--split", "all"])
+    assert args.split == "all" and options.parse_args(["--checkpoint", "c.pfj", "--data", spec, "--out", "o"]).split == "test"
+    warnings = run.warnings_for(args, 16)
+    assert any("only 16 faces" in w for w in warnings) and any("--split all" in w for w in warnings)
+    assert run.warnings_for(options.parse_args(["--checkpoint", "c", "--data", spec, "--out", "o"]), 50) == []
+
+
+def test_empty_test_split_is_a_clear_error(utkface_dir, tiny_checkpoints, tmp_path, capsys):
+    import shutil
+
+    from proface_jax import input_pipeline
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    name = next(p.name for p in sorted(utkface_dir.iterdir())
+                if p.suffix.lower() == ".jpg" and input_pipeline.split_of(p.name) != "test")
+    shutil.copy(utkface_dir / name, folder / name)
+    argv = ["--checkpoint", str(tiny_checkpoints[0]), "--data", f"folder:{folder}", "--out", str(tmp_path / "o"),
+            "--no-lpips", "--quick", "--size", str(SIZE)]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "split 'test' is empty" in err and "--split all" in err
+
+
+def test_report_says_which_split_and_how_many_faces(quick_run):
+    from proface_jax.evaluation import report
+
+    out, R = quick_run
+    text = (out / "report.md").read_text()
+    assert "test split, **6 faces**" in text and "**Warning:** only 6 faces scored" in text
+    assert R["meta"]["split"] == "test" and any("only 6 faces" in w for w in R["meta"]["warnings"])
+    R2 = dict(R, meta=dict(R["meta"], split="all", warnings=["w1"]))
+    head = "\n".join(report._header(R2))
+    assert "all faces (`--split all`), **6 faces**" in head and "**Warning:** w1" in head
+
+
 def test_8bit_and_float_scoring_differ_as_expected(utkface_faces):
     x = images.to_unit(utkface_faces(4, SIZE))
-    scorer = evaluate.Scorer(None)
+    scorer = scoring.Scorer(None)
     # Less than half an 8-bit level off: the stored PNGs are identical (PSNR capped), the floats are not.
     near = x + np.float32(0.3 / 127.5) * np.sign(np.random.default_rng(3).normal(size=x.shape)).astype(np.float32)
     s8, sf = scorer.score(near, x, True), scorer.score(near, x, False)
-    assert np.all(s8["psnr"] == evaluate.PSNR_CAP) and np.all(s8["ssim"] == pytest.approx(1.0))
-    assert np.all(sf["psnr"] < evaluate.PSNR_CAP) and np.all(sf["psnr"] > 50)
+    assert np.all(s8["psnr"] == scoring.PSNR_CAP) and np.all(s8["ssim"] == pytest.approx(1.0))
+    assert np.all(sf["psnr"] < scoring.PSNR_CAP) and np.all(sf["psnr"] > 50)
     # Out-of-range values are clamped in both scorings, never renormalised.
     assert np.all(scorer.score(x * 3, x, False)["psnr"] < 30)
     # Otherwise the same numbers as proface_jax.metrics.
@@ -186,24 +242,24 @@ def test_forward_scores_recovery_from_the_stored_8bit_image(tiny_params, utkface
     x = images.to_unit(utkface_faces(4, SIZE))
     y = np.asarray(images.quantize(-x), np.float32)
     ck = checkpoint.Checkpoint(tiny_params, CFG, "randwr", "test", {}, "<test>")
-    model = evaluate.Model(ck, "tiny")
-    maps = evaluate.random_maps(0, 0, 4, SIZE)
-    K, Kw = evaluate.key_of(maps), evaluate.key_of(evaluate.random_maps(0, 1, 4, SIZE))
+    model = Model(ck, "tiny")
+    maps = faces.random_maps(0, 0, 4, SIZE)
+    K, Kw = faces.key_of(maps), faces.key_of(faces.random_maps(0, 1, 4, SIZE))
     o = {k: np.asarray(v) for k, v in model.forward(x, y, K, Kw).items()}
     stored = o["stored"]
     np.testing.assert_array_equal(stored, images.to_unit(images.from_unit(o["protected"])))  # the PNG's pixels
     assert not np.array_equal(stored, o["protected"])
-    np.testing.assert_allclose(o["rec8"], np.asarray(recover(tiny_params, stored, K, CFG)[0]), atol=1e-5)
-    np.testing.assert_allclose(o["recf"], np.asarray(recover(tiny_params, o["protected"], K, CFG)[0]), atol=1e-5)
-    np.testing.assert_allclose(o["wrong8"], np.asarray(recover(tiny_params, stored, Kw, CFG)[0]), atol=1e-5)
-    assert np.abs(o["rec8"] - o["recf"]).max() > 1e-4  # the 8-bit path is a different input
-    assert not np.allclose(o["rec8"], o["wrong8"])
+    np.testing.assert_allclose(o["recovered"], np.asarray(recover(tiny_params, stored, K, CFG)[0]), atol=1e-5)
+    np.testing.assert_allclose(o["recovered_float"], np.asarray(recover(tiny_params, o["protected"], K, CFG)[0]), atol=1e-5)
+    np.testing.assert_allclose(o["wrong"], np.asarray(recover(tiny_params, stored, Kw, CFG)[0]), atol=1e-5)
+    assert np.abs(o["recovered"] - o["recovered_float"]).max() > 1e-4  # the 8-bit path is a different input
+    assert not np.allclose(o["recovered"], o["wrong"])
 
 
 def test_password_neighbours_are_one_bit_and_one_char_away():
     rng = np.random.default_rng(0)
     pw = "Abcdefgh1234"
-    one_bit, one_char = evaluate.password_neighbours(rng, pw, 6)
+    one_bit, one_char = security.password_neighbours(rng, pw, 6)
     raw = np.frombuffer(pw.encode(), np.uint8)
     for b in one_bit:
         assert int(np.unpackbits(np.frombuffer(b, np.uint8) ^ raw).sum()) == 1
@@ -216,21 +272,21 @@ def test_password_neighbours_are_one_bit_and_one_char_away():
 
 def test_perturbations():
     u = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-    assert np.array_equal(evaluate.perturb(u, "none", 0), u)
-    for kind in evaluate.PERTURBATIONS:
-        p = evaluate.perturb(u, kind, 0)
+    assert np.array_equal(robustness.perturb(u, "none", 0), u)
+    for kind in robustness.PERTURBATIONS:
+        p = robustness.perturb(u, kind, 0)
         assert p.shape == u.shape and p.dtype == np.uint8, kind
-    n = evaluate.perturb(u, "noise1", 0).astype(int) - u
+    n = robustness.perturb(u, "noise1", 0).astype(int) - u
     assert np.abs(n).max() == 1 and set(np.unique(n)) <= {-1, 0, 1}
-    assert not np.array_equal(evaluate.perturb(u, "jpeg95", 0), u)
+    assert not np.array_equal(robustness.perturb(u, "jpeg95", 0), u)
 
 
 def test_unique_labels():
-    assert evaluate.unique_labels(["/a/r/best.pfj", "/a/o/model.pfj"], ["randwr", "obfswr"]) == [
+    assert faces.unique_labels(["/a/r/best.pfj", "/a/o/model.pfj"], ["randwr", "obfswr"]) == [
         "best.pfj (randwr)", "model.pfj (obfswr)"]
-    assert evaluate.unique_labels(["/a/r/best.pfj", "/a/o/best.pfj"], ["randwr", "randwr"]) == [
+    assert faces.unique_labels(["/a/r/best.pfj", "/a/o/best.pfj"], ["randwr", "randwr"]) == [
         "r/best.pfj (randwr)", "o/best.pfj (randwr)"]
-    assert evaluate.unique_labels(["/a/best.pfj", "/a/best.pfj"], ["randwr", "randwr"]) == [
+    assert faces.unique_labels(["/a/best.pfj", "/a/best.pfj"], ["randwr", "randwr"]) == [
         "best.pfj (randwr)", "best.pfj (randwr) #2"]
 
 

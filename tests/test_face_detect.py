@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.input_pipeline import split_of
+from proface_jax.input_pipeline import split_of
 from proface_jax import face_detect, images
 from proface_jax.errors import ProfaceError
 

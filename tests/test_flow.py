@@ -1,6 +1,6 @@
 """Property tests of the flow in float32: every bijection's inverse, under jit and without.
 
-Params are random (`invertibility.random_params`), with the scale subnets' last
+Params are random (`testing.random_params`), with the scale subnets' last
 conv multiplied by a drawn gain so that the soft clamp e(s) = exp(2·tanh(s/2))
 is exercised: per coupling step and per block up to full saturation (gain 8:
 over half the positions have |tanh(s/2)| > 0.95). For the whole 3-block flow the

@@ -1,4 +1,4 @@
-"""experiments.input_pipeline: sources, hash splits, crops, the deterministic resumable iterator."""
+"""proface_jax.input_pipeline: sources, hash splits, crops, the deterministic resumable iterator."""
 from __future__ import annotations
 
 import sys
@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not put the repo on sys.path
     sys.path.insert(0, str(REPO))
 
-from experiments import input_pipeline as ip  # noqa: E402
+from proface_jax import input_pipeline as ip  # noqa: E402
 from proface_jax import images  # noqa: E402
 
 

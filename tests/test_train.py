@@ -1,4 +1,4 @@
-"""experiments.train and proface_jax.losses: smoke runs (mocked CelebA, UTKFace), exact resume,
+"""proface_jax.training (with the config files of experiments/configs) and proface_jax.losses: smoke runs (mocked CelebA, UTKFace), exact resume,
 sharded == single-device step, the loss terms, and the loss-explosion guard.
 
 Most runs use the smoke config (32×32, one block, LPIPS off); steps are jitted with the
@@ -23,7 +23,8 @@ if str(REPO) not in sys.path:  # plain `pytest` (not `python -m pytest`) does no
     sys.path.insert(0, str(REPO))
 
 from _lpips_testenv import lpips_params  # noqa: E402,F401  (session fixture)
-from experiments import train  # noqa: E402
+from proface_jax import protocol  # noqa: E402
+from proface_jax import training as train  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
 from proface_jax import images, losses  # noqa: E402
 from proface_jax.checkpoint import load_checkpoint  # noqa: E402
@@ -167,7 +168,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, {repo!r})
-    from experiments import train
+    from proface_jax import training as train
     from experiments.configs import smoke
 
     assert jax.device_count() == 8, jax.devices()
@@ -402,8 +403,8 @@ def test_obfswr_l1_triplets(utkface_faces):
 
 def test_straight_through_quantize_values_and_gradient():
     x = jnp.asarray([-1.7, -0.98, -0.3, 0.0011, 0.5, 0.999, 1.2], jnp.float32)
-    np.testing.assert_array_equal(np.asarray(train.straight_through_quantize(x)), np.asarray(images.quantize(x)))
-    g = jax.grad(lambda v: jnp.sum(train.straight_through_quantize(v) * jnp.arange(1.0, 8.0)))(x)
+    np.testing.assert_array_equal(np.asarray(protocol.straight_through_quantize(x)), np.asarray(images.quantize(x)))
+    g = jax.grad(lambda v: jnp.sum(protocol.straight_through_quantize(v) * jnp.arange(1.0, 8.0)))(x)
     # Straight through the rounding inside the range; zero outside it (the file cannot hold those values).
     np.testing.assert_array_equal(np.asarray(g), np.asarray([0.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0]))
 

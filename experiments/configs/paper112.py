@@ -1,7 +1,7 @@
-"""The paper's setting (spec §6): N=3, 112×112, batch 12, Adam (0.9, 0.999) lr 1e-5 constant,
-margin 1.0, β=5, the authors' λ per mode, about 135k steps; obfuscators drawn per batch."""
-from experiments.configs import base_config
+"""`paper112`: see `proface_jax.training.config.paper112`."""
+from proface_jax.training import config
 
 
 def get_config(arg=None):
-    return base_config(arg)
+    """`--config=experiments/configs/paper112.py[:obfswr]`."""
+    return config.get("paper112", arg)

@@ -65,12 +65,20 @@ def lpips(params, a, b) -> jax.Array:
     params = jax.lax.stop_gradient(params)
     # Separate trunk passes (not one concatenated batch): identical images then give
     # bit-identical features, so lpips(x, x) is exactly 0.
-    feats_a = vgg.features(params["vgg"], scale_input(a))
-    feats_b = vgg.features(params["vgg"], scale_input(b))
-    total = jnp.zeros((a.shape[0],), jnp.float32)
-    for fa, fb, w in zip(feats_a, feats_b, params["lin"]):
-        d = jnp.square(_unit_normalise(fa) - _unit_normalise(fb))
+    return from_taps(params["lin"], unit_taps(params, a), unit_taps(params, b))
+
+
+def unit_taps(params, x) -> list:
+    """The VGG trunk's five taps for NHWC `x` in [-1, 1], unit-normalised along channels: what
+    `from_taps` compares (an image scored against several others needs its trunk pass once)."""
+    return [_unit_normalise(f) for f in vgg.features(params["vgg"], scale_input(x))]
+
+
+def from_taps(lin, taps_a, taps_b) -> jax.Array:
+    """LPIPS per image from two images' `unit_taps` and the linear heads `params["lin"]`."""
+    total = jnp.zeros((taps_a[0].shape[0],), jnp.float32)
+    for fa, fb, w in zip(taps_a, taps_b, lin):
         # The 1×1 head as a weighted channel sum (not a dot): an exact zero d stays an exact 0.
-        per_pixel = jnp.sum(d * w, axis=-1)
+        per_pixel = jnp.sum(jnp.square(fa - fb) * w, axis=-1)
         total = total + jnp.mean(per_pixel, axis=(1, 2))
     return total

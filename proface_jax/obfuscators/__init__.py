@@ -23,12 +23,13 @@ For training, `choose(rng, obfuscators)` picks one obfuscator per batch.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 
 import jax
 
-from proface_jax.obfuscators.base import MODES, PRESETS, Obfuscator, check_mode, check_preset, numpy_rng
+from proface_jax.obfuscators.base import PRESETS, SETTINGS, Obfuscator, check_mode, check_preset, numpy_rng
 
 
 # name -> (module in this package, class). Modules load lazily so the JAX filters never need OpenCV.
@@ -65,6 +66,17 @@ def make(name: str, preset: str = "paper112", mode: str = "eval", **options) -> 
     return cls(preset=preset, mode=mode, **options)
 
 
+@functools.lru_cache(maxsize=None)
+def jitted(name: str, preset: str = "paper112", mode: str = "eval"):
+    """A jittable obfuscator as one compiled function of (rng, images), cached per setting: the
+    training loop and the evaluation obfuscate outside their big jitted steps, so those compile once
+    whatever the obfuscator."""
+    obf = make(name, preset=preset, mode=mode)
+    if not obf.jittable:
+        raise ValueError(f"obfuscator {name!r} runs on the host (numpy); call it directly")
+    return jax.jit(obf.__call__)
+
+
 def choose(rng, obfuscators):
     """Picks one obfuscator (uniformly) for a training batch; returns (obfuscator, rng for it)."""
     obfuscators = list(obfuscators)
@@ -75,4 +87,4 @@ def choose(rng, obfuscators):
     return obfuscators[idx], use_key
 
 
-__all__ = ["names", "make", "choose", "Obfuscator", "PRESETS", "MODES", "LABELS", "numpy_rng"]
+__all__ = ["names", "make", "jitted", "choose", "Obfuscator", "PRESETS", "SETTINGS", "LABELS", "numpy_rng"]

@@ -22,7 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-MODES = ("eval", "train")
+from proface_jax import images as _images
+
+# The two strength settings of every obfuscator (the `mode` argument of `make`): fixed (eval) or
+# drawn from a range (train). Not the RandWR/ObfsWR modes of a model (`checkpoint.MODES`).
+SETTINGS = ("eval", "train")
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def check_preset(preset: str) -> Preset:
 
 
 def check_mode(mode: str) -> str:
-    if mode not in MODES:
+    if mode not in SETTINGS:
         raise ValueError(f"unknown mode {mode!r}; choose 'eval' (fixed setting) or 'train' (random strengths)")
     return mode
 
@@ -91,14 +95,14 @@ def numpy_rng(rng) -> np.random.Generator:
 
 
 def to_uint8_batch(images: Any, name: str) -> np.ndarray:
-    """[-1, 1] float batch (numpy or JAX) -> uint8 numpy batch, after the shape checks."""
+    """[-1, 1] float batch (numpy or JAX) -> uint8 numpy batch (`images.from_unit`), after the shape checks."""
     check_images(images, name)
-    a = np.asarray(images, dtype=np.float32)
-    return np.round((np.clip(a, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    return _images.from_unit(images)
 
 
 def from_uint8_batch(images_u8: np.ndarray) -> np.ndarray:
-    return images_u8.astype(np.float32) / 127.5 - 1.0
+    """uint8 batch -> float32 [-1, 1] (`images.to_unit`)."""
+    return _images.to_unit(images_u8)
 
 
 class Obfuscator:

@@ -1,4 +1,4 @@
-"""Re-identification attacks and a keyless attacker, for `experiments.evaluate`.
+"""Re-identification attacks (evaluation section 3 and the probes of the other sections).
 
 Matchers (closed-set identification): each probe i is compared with a gallery of N candidate
 originals, of which gallery[i] is its own original; the attack succeeds at rank k when the
@@ -13,22 +13,15 @@ that sees nothing (all similarities equal) scores 0, never 1.
   the five taps the activations are unit-normalised along channels (as LPIPS does), averaged
   over positions, and L2-normalised; the five vectors are concatenated (each tap weighted
   equally) and L2-normalised again. Similarity = cosine.
-
-Keyless attacker (`train_attacker`): someone who has the model and pairs (x, ŷ) but not the
-password trains a small U-Net (`AttackNet`, Flax) to map the stored protected image ŷ to the
-original x with an L1 loss and Adam (optax). Its test-set output is scored like a recovery.
 """
 from __future__ import annotations
 
 import functools
-import time
-from typing import Callable, NamedTuple
+from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from proface_jax import losses
 from proface_jax.lpips import distance as lpips_distance
@@ -133,128 +126,3 @@ def match(kind: str, probe_feats, gallery_feats, true_index=None) -> dict:
     if kind == "deep":
         return identification(probe_feats, gallery_feats, true_index, absolute=False)
     raise ValueError(f"unknown matcher {kind!r}; choose one of {MATCHERS}")
-
-
-class Featurizer:
-    """Both matchers' features for NHWC [-1, 1] batches; the deep one only with LPIPS weights."""
-
-    def __init__(self, lpips_params=None, batch: int = 64):
-        self.lpips_params = lpips_params
-        self.batch = batch
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return MATCHERS if self.lpips_params is not None else ("thumbnail",)
-
-    def __call__(self, images) -> dict[str, np.ndarray]:
-        images = np.asarray(images, np.float32)
-        out = {"thumbnail": features_batched(thumbnail_features, images, self.batch)}
-        if self.lpips_params is not None:
-            out["deep"] = features_batched(lambda a: deep_features(self.lpips_params, a), images, self.batch)
-        return out
-
-
-# --------------------------------------------------------------------------- keyless attacker
-
-
-class AttackNet(nn.Module):
-    """A small U-Net (two down/up levels, skip connections, residual output): ŷ -> x estimate."""
-
-    width: int = 32
-
-    @nn.compact
-    def __call__(self, x):
-        c = self.width
-        act = nn.leaky_relu
-        conv = lambda f, s=1: nn.Conv(f, (3, 3), strides=(s, s), padding="SAME")
-        e1 = act(conv(c)(act(conv(c)(x))))
-        e2 = act(conv(2 * c)(act(conv(2 * c, 2)(e1))))
-        e3 = act(conv(4 * c)(act(conv(4 * c, 2)(e2))))
-
-        def up(a, like):
-            return jax.image.resize(a, (a.shape[0], like.shape[1], like.shape[2], a.shape[3]), "nearest")
-
-        d2 = act(conv(2 * c)(act(conv(2 * c)(jnp.concatenate([up(e3, e2), e2], -1)))))
-        d1 = act(conv(c)(act(conv(c)(jnp.concatenate([up(d2, e1), e1], -1)))))
-        return x + conv(3)(d1)
-
-
-class Attacker(NamedTuple):
-    params: dict
-    width: int
-    losses: list  # (step, mean L1 over the last few steps)
-    seconds: float
-
-    def apply(self, images, batch: int = 32) -> np.ndarray:
-        """The attacker's estimates of x, clamped to [-1, 1]."""
-        fn = _apply_fn(self.width)
-        return features_batched(lambda a: fn(self.params, a), np.asarray(images, np.float32), batch)
-
-
-@functools.lru_cache(maxsize=None)
-def _apply_fn(width: int):
-    net = AttackNet(width)
-    return jax.jit(lambda p, a: jnp.clip(net.apply({"params": p}, a), -1.0, 1.0))
-
-
-def init_attacker(width: int, input_shape, seed: int) -> dict:
-    """He-normal kernels, zero biases, drawn with numpy from the shapes `init` would give.
-
-    (Flax's own init compiles a PRNG program per parameter: ~20 s of XLA compile on a busy CPU.)
-    """
-    shapes = jax.eval_shape(AttackNet(width).init, jax.random.key(0), jnp.zeros((1,) + tuple(input_shape), jnp.float32))
-    g = np.random.default_rng([seed, 11])
-
-    def draw(leaf):
-        if len(leaf.shape) == 4:  # HWIO
-            fan_in = leaf.shape[0] * leaf.shape[1] * leaf.shape[2]
-            return jnp.asarray(g.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape), jnp.float32)
-        return jnp.zeros(leaf.shape, jnp.float32)
-
-    return jax.tree_util.tree_map(draw, shapes["params"])
-
-
-@functools.lru_cache(maxsize=None)
-def _train_step_fn(width: int, lr: float):
-    net = AttackNet(width)
-    tx = optax.adam(lr)
-
-    def loss_fn(p, a, b):
-        return jnp.mean(jnp.abs(net.apply({"params": p}, a) - b))
-
-    @jax.jit
-    def step(p, opt, a, b):
-        loss, g = jax.value_and_grad(loss_fn)(p, a, b)
-        upd, opt = tx.update(g, opt, p)
-        return optax.apply_updates(p, upd), opt, loss
-
-    return net, tx, step
-
-
-def train_attacker(inputs: np.ndarray, targets: np.ndarray, steps: int, batch: int = 16, lr: float = 1e-3,
-                   width: int = 32, seed: int = 0, log_every: int = 50) -> Attacker:
-    """Fits AttackNet on pairs (inputs -> targets), NHWC [-1, 1], by Adam on the L1 loss."""
-    inputs, targets = np.asarray(inputs, np.float32), np.asarray(targets, np.float32)
-    if inputs.shape != targets.shape or inputs.ndim != 4:
-        raise ValueError(f"attacker pairs must be two NHWC batches of one shape, got {inputs.shape}, {targets.shape}")
-    n = len(inputs)
-    batch = min(batch, n)
-    net, tx, step = _train_step_fn(width, float(lr))
-    params = init_attacker(width, inputs.shape[1:], seed)
-    opt = jax.jit(tx.init)(params)
-    order = np.random.default_rng([seed, 7])
-    t0 = time.perf_counter()
-    hist, recent = [], []
-    perm, pos = order.permutation(n), 0
-    for s in range(int(steps)):
-        if pos + batch > n:
-            perm, pos = order.permutation(n), 0
-        idx = perm[pos:pos + batch]
-        pos += batch
-        params, opt, loss = step(params, opt, inputs[idx], targets[idx])
-        recent.append(loss)
-        if (s + 1) % log_every == 0 or s + 1 == steps:
-            hist.append((s + 1, float(np.mean(jax.device_get(recent)))))
-            recent = []
-    jax.block_until_ready(params)
-    return Attacker(params, width, hist, time.perf_counter() - t0)

@@ -1,0 +1,91 @@
+"""One training step and one validation step, pure and jitted.
+
+`train_step`: a fresh uniform ±1 key per sample and an independent wrong key per sample, the
+shared forward (`proface_jax.protocol.forward`: ŷ = protect(x, y; K), ŷ rounded to 8 bits with
+a straight-through gradient, x̌ = recover(ŷ; K), ẍ = recover(ŷ; K')), the losses of
+`proface_jax.losses`, one optimiser update scaled by the state's `lr_scale`. `make_train_step`
+binds the config, the mesh and the frozen LPIPS params.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import optax
+from jax.sharding import Mesh
+
+from proface_jax import keys, losses, protocol
+from proface_jax.training.mesh import batch_sharding, replicate, replicated
+from proface_jax.training.state import (TrainState, flow_config, learning_rate_schedule, loss_config, make_optimizer,
+                                        step_config)
+
+
+def forward(params, x, y, K, K_wrong, config, *, straight_through: bool = True) -> dict:
+    """The shared forward with this run's flow config and storage of ŷ (8-bit if quantize_protected)."""
+    store = ("straight_through" if straight_through else "round") if config.quantize_protected else "float"
+    return protocol.forward(params, x, y, K, K_wrong, flow_config(config), store=store)
+
+
+def step_keys(rng, batch_size: int, height: int, width: int):
+    """(K, K_wrong): independent fresh ±1 maps per sample."""
+    k1, k2 = jax.random.split(rng)
+    return keys.random_key(k1, batch_size, height, width), keys.random_key(k2, batch_size, height, width)
+
+
+def loss_fn(params, batch, rng, lpips_params, config):
+    x, y = batch["x"], batch["y"]
+    b, h, w, _ = x.shape
+    K, K_wrong = step_keys(rng, b, h, w)
+    out = forward(params, x, y, K, K_wrong, config)
+    total, terms = losses.total_loss(x, y, out["protected"], out["recovered"], out["wrong"], lpips_params,
+                                     loss_config(config))
+    return total, terms
+
+
+def train_step(state: TrainState, batch, rng, lpips_params, config):
+    """One update. Pure: (state, {'x', 'y'}, rng, frozen LPIPS params or None) -> (state, scalar metrics)."""
+    tx = make_optimizer(config)
+    grads_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, terms), grads = grads_fn(state.params, batch, rng, lpips_params, config)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
+    params = optax.apply_updates(state.params, updates)
+    lr = learning_rate_schedule(config)(state.step) * state.lr_scale
+    m = dict(terms, grad_norm=optax.tree.norm(grads), lr=lr)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), m
+
+
+def eval_step(params, batch, lpips_params, config):
+    """Forward with the batch's keys and real 8-bit rounding: images and the loss terms."""
+    x, y = batch["x"], batch["y"]
+    out = forward(params, x, y, batch["K"], batch["K_wrong"], config, straight_through=False)
+    _, terms = losses.total_loss(x, y, out["protected"], out["recovered"], out["wrong"], lpips_params,
+                                 loss_config(config))
+    return dict(out, **{f"loss/{k}": v for k, v in terms.items()})
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_steps(mesh: Mesh):
+    rep, bat = replicated(mesh), batch_sharding(mesh)
+    # config (the last positional argument) is static; in_shardings cover the others.
+    train = jax.jit(train_step, static_argnums=(4,), in_shardings=(rep, bat, rep, rep), out_shardings=(rep, rep))
+    evaluate = jax.jit(eval_step, static_argnums=(3,), in_shardings=(rep, bat, rep))
+    return train, evaluate
+
+
+def make_train_step(config, mesh: Mesh, lpips_params=None) -> Callable:
+    """`train_step(state, batch, rng) -> (state, metrics)`, jitted on `mesh`: batch sharded along
+    its first axis, state and LPIPS params replicated. `lpips_params` is needed iff loss.use_lpips."""
+    jitted = _jitted_steps(mesh)[0]
+    cfg = step_config(config)
+    lp = None if lpips_params is None else replicate(lpips_params, mesh)
+    return lambda state, batch, rng: jitted(state, batch, rng, lp, cfg)
+
+
+def make_eval_step(config, mesh: Mesh, lpips_params=None) -> Callable:
+    """`eval_step(params, batch with K and K_wrong) -> outputs`, jitted on `mesh`."""
+    jitted = _jitted_steps(mesh)[1]
+    cfg = step_config(config)
+    lp = None if lpips_params is None else replicate(lpips_params, mesh)
+    return lambda params, batch: jitted(params, batch, lp, cfg)
