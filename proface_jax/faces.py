@@ -57,13 +57,21 @@ class Crop(NamedTuple):
                 and self.y < other.y + other.size and other.y < self.y + self.size)
 
 
-def _square(cx: float, cy: float, side: int, height: int, width: int) -> Crop:
-    """A square of about `side` centred on (cx, cy), shifted (and if need be shrunk) into the image."""
-    side = -(-int(side) // SIDE_STEP) * SIDE_STEP
+def _square(cx: float, cy: float, side: float, height: int, width: int, step: int = SIDE_STEP) -> Crop:
+    """A square of about `side` (rounded up to `step`) centred on (cx, cy), shifted (if need be shrunk) into the image."""
+    side = -(-int(np.ceil(side)) // step) * step
     side = min(side, height - height % 2, width - width % 2)
     x = int(np.clip(round(cx - side / 2), 0, width - side))
     y = int(np.clip(round(cy - side / 2), 0, height - side))
     return Crop(x, y, side)
+
+
+def _crop_of(members, height: int, width: int, margin: float, tight: bool) -> Crop:
+    """The square around a group of face boxes: with margin and the side step, or `tight` (neither)."""
+    x0, y0 = min(b[0] for b in members), min(b[1] for b in members)
+    x1, y1 = max(b[0] + b[2] for b in members), max(b[1] + b[3] for b in members)
+    side = max(x1 - x0, y1 - y0) * (1 if tight else 1 + 2 * margin)
+    return _square((x0 + x1) / 2, (y0 + y1) / 2, side, height, width, 2 if tight else SIDE_STEP)
 
 
 def check_boxes(boxes: Sequence[Sequence[int]], height: int, width: int) -> list[tuple[int, int, int, int]]:
@@ -82,29 +90,36 @@ def check_boxes(boxes: Sequence[Sequence[int]], height: int, width: int) -> list
 
 def crops_for(boxes: Sequence[tuple[int, int, int, int]], height: int, width: int,
               margin: float = MARGIN) -> list[tuple[Crop, list[tuple[int, int, int, int]]]]:
-    """Square crops (each with the face boxes it holds), merged until none overlap, sorted top-left first."""
-    groups = [(_square(x + w / 2, y + h / 2, max(w, h) * (1 + 2 * margin), height, width), [(x, y, w, h)])
-              for x, y, w, h in boxes]
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                a, b = groups[i][0], groups[j][0]
-                if a.overlaps(b):
-                    x0, y0 = min(a.x, b.x), min(a.y, b.y)
-                    x1, y1 = max(a.x + a.size, b.x + b.size), max(a.y + a.size, b.y + b.size)
-                    union = _square((x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0), height, width)
-                    groups[i] = (union, groups[i][1] + groups[j][1])
-                    del groups[j]
-                    merged = True
-                    break
-            if merged:
-                break
-    for crop, _ in groups:
-        if crop.size < fmt.MIN_SIDE:
+    """Square crops (each with the face boxes it holds), none overlapping, sorted top-left first.
+
+    Two crops that would overlap first lose their margin and side rounding (so close faces keep
+    crops of their own and the background between them stays untouched); if they still overlap,
+    they merge into one crop around both.
+    """
+    groups = [{"members": [tuple(b)], "tight": False} for b in boxes]
+    for g in groups:
+        g["crop"] = _crop_of(g["members"], height, width, margin, False)
+    changed = True
+    while changed:
+        changed = False
+        for i, j in ((i, j) for i in range(len(groups)) for j in range(i + 1, len(groups))):
+            a, b = groups[i], groups[j]
+            if not a["crop"].overlaps(b["crop"]):
+                continue
+            if not (a["tight"] and b["tight"]):
+                for g in (a, b):
+                    g["tight"] = True
+                    g["crop"] = _crop_of(g["members"], height, width, margin, True)
+            else:
+                a["members"] += b["members"]
+                a["crop"] = _crop_of(a["members"], height, width, margin, True)
+                del groups[j]
+            changed = True
+            break
+    for g in groups:
+        if g["crop"].size < fmt.MIN_SIDE:
             raise ProfaceError(f"the image is too small for a face crop ({width}×{height}; need {fmt.MIN_SIDE}×{fmt.MIN_SIDE})")
-    return sorted(groups, key=lambda g: (g[0].y, g[0].x))
+    return sorted(((g["crop"], g["members"]) for g in groups), key=lambda g: (g[0].y, g[0].x))
 
 
 def blend_mask(size: int, boxes_in_crop: Sequence[tuple[float, float, float, float]], feather: float = 0.35) -> np.ndarray:

@@ -118,3 +118,10 @@ def test_cli_round_trip_with_boxes(model, group_photo, tmp_path, monkeypatch):
     inside = _crop_mask(meta, rec.shape)
     np.testing.assert_array_equal(rec[~inside], group_photo[~inside])
     np.testing.assert_array_equal(rec, faces.recover_faces(model[1], pixels, meta, "group photo"))
+
+
+def test_close_faces_keep_crops_of_their_own():
+    """Crops that would overlap only through their margins lose the margins instead of merging."""
+    groups = faces.crops_for([(10, 10, 40, 40), (54, 10, 40, 40)], 100, 141)
+    assert len(groups) == 2 and not groups[0][0].overlaps(groups[1][0])
+    assert all(g[0].size >= 40 for g in groups)
