@@ -326,6 +326,30 @@ def _common_args(p):
                         f"(default {DEFAULT_MAX_PIXELS:,})")
 
 
+def _protection_args(p, obfuscators) -> None:
+    """What protect and protect-video share: model, obfuscator, KDF, detector, tag, password, limits."""
+    p.add_argument("--obfuscator", default="blur", choices=obfuscators)
+    p.add_argument("--mode", default="randwr", choices=("randwr", "obfswr"),
+                   help="which shipped model: a wrong password gives noise (randwr) or the obfuscated face (obfswr)")
+    p.add_argument("--checkpoint", help="checkpoint path or shipped name (overrides --mode)")
+    p.add_argument("--kdf", default="strong", choices=("strong", "paper"),
+                   help="strong: scrypt with a fresh salt (default); paper: the authors' PBKDF2 (weak, reproducible)")
+    p.add_argument("--detector", help="face detector (default: the measured best; see proface_jax.face_detect)")
+    p.add_argument("--tag", action=argparse.BooleanOptionalAction, default=None,
+                   help="store an authentication tag so that recovery refuses a wrong password or a modified file "
+                        "(default: on for randwr, off for obfswr, where a wrong password should look like y)")
+    _password_args(p)
+    _common_args(p)
+
+
+def _recovery_args(p) -> None:
+    p.add_argument("--checkpoint", help="checkpoint path or shipped name (default: the shipped model of the file's mode)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="recover even if the authentication tag does not match (shows what a wrong password gives)")
+    _password_args(p)
+    _common_args(p)
+
+
 def _password_args(p):
     p.add_argument("--password-file", help="read the password from this file (trailing newline dropped)")
     p.add_argument("--password-env", default=DEFAULT_PASSWORD_ENV,
@@ -341,13 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("protect", help="hide a face inside its obfuscated version")
     p.add_argument("input", help="photo or aligned face crop (any format PIL reads)")
     p.add_argument("--out", required=True, help="protected image, written as 8-bit PNG")
-    p.add_argument("--obfuscator", default="blur", choices=PHOTO_OBFUSCATORS)
+    _protection_args(p, PHOTO_OBFUSCATORS)
     p.add_argument("--donors", help="folder of donor faces (for --obfuscator swap)")
-    p.add_argument("--mode", default="randwr", choices=("randwr", "obfswr"),
-                   help="which shipped model: a wrong password gives noise (randwr) or the obfuscated face (obfswr)")
-    p.add_argument("--checkpoint", help="checkpoint path or shipped name (overrides --mode)")
-    p.add_argument("--kdf", default="strong", choices=("strong", "paper"),
-                   help="strong: scrypt with a fresh salt (default); paper: the authors' PBKDF2 (weak, reproducible)")
     p.add_argument("--size", type=_size_arg, help="centre-crop to a square and resize to SIZE×SIZE first")
     p.add_argument("--seed", type=_seed_arg, default=0, help="seed of the obfuscator's random choices (mask sticker)")
     p.add_argument("--faces", default="auto", choices=("auto", "whole", "boxes"),
@@ -356,45 +375,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "image as one face crop; boxes: only the --box faces")
     p.add_argument("--box", type=_box_arg, action="append", metavar="X,Y,W,H",
                    help="a face the detector missed (repeatable); pixels, top-left corner and size")
-    p.add_argument("--detector", help="face detector (default: the measured best; see proface_jax.face_detect)")
-    p.add_argument("--tag", action=argparse.BooleanOptionalAction, default=None,
-                   help="store an authentication tag so that recovery refuses a wrong password or a modified file "
-                        "(default: on for randwr, off for obfswr, where a wrong password should look like y)")
-    _password_args(p)
-    _common_args(p)
     p.set_defaults(func=cmd_protect)
 
     p = sub.add_parser("recover", help="get the face back with the password")
     p.add_argument("input", help="protected PNG written by `proface protect`")
     p.add_argument("--out", required=True, help="recovered image (PNG)")
-    p.add_argument("--checkpoint", help="checkpoint path or shipped name (default: the shipped model of the image's mode)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="recover even if the authentication tag does not match (shows what a wrong password gives)")
-    _password_args(p)
-    _common_args(p)
+    _recovery_args(p)
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("protect-video", help="protect every face of every frame of a video (lossless .mkv out)")
     p.add_argument("input", help="video (any format ffmpeg reads)")
     p.add_argument("--out", required=True, help="protected video, FFV1 in Matroska (.mkv)")
-    p.add_argument("--obfuscator", default="blur", choices=[o for o in PHOTO_OBFUSCATORS if o != "swap"])
-    p.add_argument("--mode", default="randwr", choices=("randwr", "obfswr"))
-    p.add_argument("--checkpoint", help="checkpoint path or shipped name (overrides --mode)")
-    p.add_argument("--kdf", default="strong", choices=("strong", "paper"))
-    p.add_argument("--detector", help="face detector (default: the measured best; see proface_jax.face_detect)")
-    p.add_argument("--tag", action=argparse.BooleanOptionalAction, default=None,
-                   help="authentication tag (default: on for randwr, off for obfswr)")
-    _password_args(p)
-    _common_args(p)
+    _protection_args(p, [o for o in PHOTO_OBFUSCATORS if o != "swap"])
     p.set_defaults(func=cmd_protect_video)
 
     p = sub.add_parser("recover-video", help="recover every face of a protected video (lossless .mkv out)")
     p.add_argument("input", help="protected .mkv written by `proface protect-video`")
     p.add_argument("--out", required=True, help="recovered video, FFV1 in Matroska (.mkv)")
-    p.add_argument("--checkpoint", help="checkpoint path or shipped name (default: the shipped model of its mode)")
-    p.add_argument("--no-verify", action="store_true", help="recover even if the authentication tag does not match")
-    _password_args(p)
-    _common_args(p)
+    _recovery_args(p)
     p.set_defaults(func=cmd_recover_video)
 
     p = sub.add_parser("demo", help="protect and recover a sample face; writes one picture")
