@@ -125,3 +125,23 @@ def test_close_faces_keep_crops_of_their_own():
     groups = faces.crops_for([(10, 10, 40, 40), (54, 10, 40, 40)], 100, 141)
     assert len(groups) == 2 and not groups[0][0].overlaps(groups[1][0])
     assert all(g[0].size >= 40 for g in groups)
+
+
+def test_cli_round_trip_of_the_demo_photo_finds_the_face(model, tmp_path, monkeypatch):
+    """scikit-image's astronaut through `proface protect` (--faces auto) and `proface recover`."""
+    from skimage import data
+
+    monkeypatch.setenv("PROFACE_PASSWORD", "astronaut")
+    src, out, back = tmp_path / "a.png", tmp_path / "p.png", tmp_path / "r.png"
+    original = data.astronaut()
+    images.save_png(src, original)
+    assert cli.main(["protect", str(src), "--out", str(out), "--checkpoint", str(model[0])]) == 0
+    _, meta = photo.load_protected(out)
+    face = (180, 80, 100, 110)  # her face (x, y, w, h), by eye
+    assert any(f["x"] <= face[0] and f["y"] <= face[1] and f["x"] + f["size"] >= face[0] + face[2]
+               and f["y"] + f["size"] >= face[1] + face[3] for f in meta["faces"]), meta["faces"]
+    assert cli.main(["recover", str(out), "--out", str(back), "--checkpoint", str(model[0])]) == 0
+    rec = images.load_rgb(back)
+    inside = _crop_mask(meta, rec.shape)
+    assert inside.mean() < 0.25  # a face crop or two, not the whole photo
+    np.testing.assert_array_equal(rec[~inside], original[~inside])
