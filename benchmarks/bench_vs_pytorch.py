@@ -21,7 +21,12 @@ with the same weights and its outputs are checked against ours before timing.
 
 Prints medians, the JAX/PyTorch ratio and GFLOP/s (2 FLOP per multiply-add of the
 subnets' convs; a training step counts 3 passes × 3 (forward + two backward convs)).
-`--config` sets FlowConfig fields (e.g. --config fuse_pairs=false).
+`--config` sets FlowConfig fields (e.g. --config reversible_backprop=true).
+
+On a shared, oversubscribed machine PyTorch's OpenMP threads lose more to waiting than
+XLA's pool, which flatters the ratio; compare single-threaded as well:
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+        python benchmarks/bench_vs_pytorch.py --threads 1
 """
 from __future__ import annotations
 
