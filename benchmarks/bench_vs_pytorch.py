@@ -24,9 +24,8 @@ subnets' convs; a training step counts 3 passes × 3 (forward + two backward con
 `--config` sets FlowConfig fields (e.g. --config reversible_backprop=true).
 
 On a shared, oversubscribed machine PyTorch's OpenMP threads lose more to waiting than
-XLA's pool, which flatters the ratio; compare single-threaded as well:
-    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
-        python benchmarks/bench_vs_pytorch.py --threads 1
+XLA's pool, which flatters the ratio; compare on one core as well:
+    taskset -c 0 python benchmarks/bench_vs_pytorch.py --threads 1
 """
 from __future__ import annotations
 
