@@ -33,6 +33,11 @@ def _scale_shift(scale_params, shift_params, cond, clamp, precision, channels):
     return log_scale(s, clamp), t
 
 
+def scale_shift(scale_params, shift_params, cond, *, clamp, channels, precision="highest"):
+    """(log e(scale(cond)), shift(cond)): the two subnet outputs one coupling step uses."""
+    return _scale_shift(scale_params, shift_params, cond, clamp, precision, channels)
+
+
 def coupling_forward(scale_params, shift_params, cond, target, *, clamp, precision="highest"):
     """target · e(scale(cond)) + shift(cond)."""
     a, t = _scale_shift(scale_params, shift_params, cond, clamp, precision, target.shape[-1])

@@ -12,6 +12,7 @@ number of blocks is read from them. Images are NHWC float in [-1, 1]; K is
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -31,6 +32,12 @@ class FlowConfig:
     clamp: float = 2.0
     init_scale: float = 0.01
     precision: str = "highest"  # subnet convs; DWT/IWT are always HIGHEST
+    # Gradients of flow_forward / flow_inverse by reversible backprop (RevNet): the
+    # backward pass rebuilds each coupling step's input from its output with the exact
+    # inverse instead of keeping the subnets' activations. Same values, same gradients
+    # (to float32 rounding), far less memory, one more subnet pass per step. Not a
+    # property of the model: it changes how gradients are computed, nothing else.
+    reversible_backprop: bool = False
 
     def __post_init__(self):
         if self.num_blocks < 1:
@@ -106,6 +113,8 @@ def _check_key(K, image_shape):
 
 def flow_forward(params, X, Y, K, config: FlowConfig | None = None):
     cfg = FlowConfig.from_any(config)
+    if cfg.reversible_backprop:
+        return _reversible_flow(cfg, False, params, X, Y, K)
     for name in block_names(params):
         X, Y = coupling.sacb_forward(params[name], X, Y, K, clamp=cfg.clamp, precision=cfg.precision)
     return X, Y
@@ -113,9 +122,81 @@ def flow_forward(params, X, Y, K, config: FlowConfig | None = None):
 
 def flow_inverse(params, X, Y, K, config: FlowConfig | None = None):
     cfg = FlowConfig.from_any(config)
+    if cfg.reversible_backprop:
+        return _reversible_flow(cfg, True, params, X, Y, K)
     for name in reversed(block_names(params)):
         X, Y = coupling.sacb_inverse(params[name], X, Y, K, clamp=cfg.clamp, precision=cfg.precision)
     return X, Y
+
+
+# ---- reversible backprop: the flow's VJP rebuilt from its outputs ----
+
+def _steps(params, inverse: bool):
+    """The coupling steps in the order they run: (block, scale, shift, cond is X, forward step)."""
+    steps = []
+    for name in block_names(params):
+        steps += [(name, "omega", "phi", True), (name, "rho", "eta", False)]
+    if inverse:
+        return [(b, s, t, cx, False) for b, s, t, cx in reversed(steps)]
+    return [(b, s, t, cx, True) for b, s, t, cx in steps]
+
+
+def _run_steps(cfg, inverse, params, X, Y, K):
+    for b, s, t, cond_is_x, fwd in _steps(params, inverse):
+        p = params[b]
+        step = coupling.coupling_forward if fwd else coupling.coupling_inverse
+        if cond_is_x:
+            Y = step(p[s], p[t], coupling._with_key(X, K), Y, clamp=cfg.clamp, precision=cfg.precision)
+        else:
+            X = step(p[s], p[t], coupling._with_key(Y, K), X, clamp=cfg.clamp, precision=cfg.precision)
+    return X, Y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _reversible_flow(cfg, inverse, params, X, Y, K):
+    return _run_steps(cfg, inverse, params, X, Y, K)
+
+
+def _reversible_fwd(cfg, inverse, params, X, Y, K):
+    X, Y = _run_steps(cfg, inverse, params, X, Y, K)
+    return (X, Y), (params, X, Y, K)  # outputs only: no activations are kept
+
+
+def _reversible_bwd(cfg, inverse, res, g):
+    params, X, Y, K = res
+    gX, gY = g
+    gK = jnp.zeros(K.shape, K.dtype)
+    gp = {b: dict(v) for b, v in jax.tree_util.tree_map(jnp.zeros_like, params).items()}
+    for b, s, t, cond_is_x, fwd in reversed(_steps(params, inverse)):
+        p = params[b]
+        cond, out, g_out = (X, Y, gY) if cond_is_x else (Y, X, gX)
+        ch = out.shape[-1]
+
+        def scale_shift(sp, tp, z, K):
+            return coupling.scale_shift(sp, tp, coupling._with_key(z, K), clamp=cfg.clamp, channels=ch,
+                                        precision=cfg.precision)
+
+        (a, t_), vjp = jax.vjp(scale_shift, p[s], p[t], cond, K)
+        if fwd:  # out = in·e^a + t  ->  in = (out − t)·e^−a
+            inp = (out - t_) * jnp.exp(-a)
+            g_in = g_out * jnp.exp(a)
+            g_a, g_t = g_out * (out - t_), g_out
+        else:  # out = (in − t)·e^−a  ->  in = out·e^a + t
+            inp = out * jnp.exp(a) + t_
+            g_in = g_out * jnp.exp(-a)
+            g_a, g_t = -g_out * out, -g_in
+        g_sp, g_tp, g_cond, g_K = vjp((g_a, g_t))
+        gp[b][s] = jax.tree_util.tree_map(jnp.add, gp[b][s], g_sp)
+        gp[b][t] = jax.tree_util.tree_map(jnp.add, gp[b][t], g_tp)
+        gK = gK + g_K
+        if cond_is_x:
+            Y, gY, gX = inp, g_in, gX + g_cond
+        else:
+            X, gX, gY = inp, g_in, gY + g_cond
+    return gp, gX, gY, gK
+
+
+_reversible_flow.defvjp(_reversible_fwd, _reversible_bwd)
 
 
 # ---- the public API, in image space ----
@@ -150,3 +231,26 @@ def recover(params, protected, K, config: FlowConfig | None = None):
     K = K.astype(protected.dtype)
     X, Y = flow_inverse(params, key_stand_in(K, shape), haar_dwt(protected), K, config)
     return haar_iwt(X), haar_iwt(Y)
+
+
+def recover_keys(params, protected, Ks, config: FlowConfig | None = None):
+    """`recover` of one batch under several keys as ONE inverse pass over the stacked batch.
+
+    Ks: a sequence of keys, each [B or 1, H/2, W/2, 4]. Returns a list with, for each key,
+    (x̌, y̌) equal to `recover(params, protected, K)`. A training step's right-key and
+    wrong-key recoveries share one call: larger convolutions, one set of kernels traced.
+    """
+    shape = _check_images(protected=protected)
+    if not Ks:
+        raise ValueError("recover_keys needs at least one key")
+    for K in Ks:
+        _check_key(K, shape)
+    b, h, w, _ = shape
+    n = len(Ks)
+    K = jnp.concatenate([jnp.broadcast_to(K.astype(protected.dtype), (b, h // 2, w // 2, KEY_CHANNELS))
+                         for K in Ks], axis=0)
+    Y = haar_dwt(protected)
+    Y = jnp.broadcast_to(Y[None], (n,) + Y.shape).reshape((n * b,) + Y.shape[1:])
+    X, Y = flow_inverse(params, key_stand_in(K, (n * b, h, w, IMAGE_CHANNELS)), Y, K, config)
+    x, y = haar_iwt(X), haar_iwt(Y)
+    return [(x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]) for i in range(n)]
