@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from proface_jax import flow, keys
-from proface_jax.invertibility import random_params
+from proface_jax.testing import random_params
 
 # multiply-adds per output position of one subnet: 3×3 convs 16→32, 48→32, 80→32, 112→32, 144→12
 SUBNET_MACS = 9 * (16 * 32 + 48 * 32 + 80 * 32 + 112 * 32 + 144 * 12)

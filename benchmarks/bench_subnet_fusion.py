@@ -11,7 +11,7 @@ import time, statistics, sys
 import jax, jax.numpy as jnp, numpy as np
 from jax import lax
 from proface_jax.subnet import DenseSubnet
-from proface_jax.invertibility import random_params
+from proface_jax.testing import random_params
 from proface_jax import flow
 HI = lax.Precision.HIGHEST
 DN = ("NHWC","HWIO","NHWC")

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from proface_jax import flow, keys
-from proface_jax.invertibility import random_params
+from proface_jax.testing import random_params
 
 SUBNET_MACS = 9 * (16 * 32 + 48 * 32 + 80 * 32 + 112 * 32 + 144 * 12)
 PAIRS = (("omega", "p"), ("phi", "f"), ("rho", "r"), ("eta", "y"))

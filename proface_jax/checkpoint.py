@@ -174,6 +174,8 @@ def _check_header(header, path: Path) -> None:
             raise CheckpointError(f"{path}: invalid config in checkpoint: {name} must be a finite number in (0, 100]")
     if "precision" in cfg and not isinstance(cfg["precision"], str):
         raise CheckpointError(f"{path}: invalid config in checkpoint: precision must be a string")
+    if "reversible_backprop" in cfg and not isinstance(cfg["reversible_backprop"], bool):
+        raise CheckpointError(f"{path}: invalid config in checkpoint: reversible_backprop must be true or false")
 
 
 def load_checkpoint(path_or_name: str | os.PathLike) -> Checkpoint:

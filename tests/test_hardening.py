@@ -27,7 +27,7 @@ import proface_jax
 from proface_jax import checkpoint, cli, images, keys, photo
 from proface_jax import protected_format as fmt
 from proface_jax.errors import ProfaceError
-from proface_jax.invertibility import random_params
+from proface_jax.testing import random_params
 
 PASSWORD = "a stranger's file"
 CHEAP_KDF = keys.KDF(algorithm="scrypt", salt=b"0123456789abcdef", n=2**10, r=8, p=1)

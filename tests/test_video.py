@@ -10,7 +10,7 @@ import pytest
 import proface_jax
 from proface_jax import cli, images, keys, video
 from proface_jax import protected_format as fmt
-from proface_jax.invertibility import random_params
+from proface_jax.testing import random_params
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="the [video] extra (imageio-ffmpeg) is not installed")
 KDF = keys.KDF(algorithm="scrypt", salt=b"0123456789abcdef", n=2**10, r=8, p=1)
