@@ -126,9 +126,9 @@ class Tracker:
 # ---- reading and writing frames ----
 
 def _read_frames(path: Path, max_pixels: int) -> tuple[dict, Iterator[np.ndarray]]:
+    _ffmpeg()  # a one-line error naming the [video] extra where imageio-ffmpeg is missing
     import imageio_ffmpeg
 
-    _ffmpeg()
     if not path.is_file():
         raise VideoError(f"{path}: no such video file")
     try:
@@ -155,6 +155,7 @@ class _LosslessWriter:
     """FFV1/Matroska frames into a temporary file beside `out`; `commit` adds the metadata tag and renames."""
 
     def __init__(self, out: Path, width: int, height: int, fps: float):
+        _ffmpeg()
         import imageio_ffmpeg
 
         if out.suffix.lower() != ".mkv":

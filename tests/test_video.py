@@ -111,3 +111,15 @@ def test_tracker_holds_a_face_the_detector_misses_for_a_few_frames():
     moved = tr.update([(20, 10, 60, 60)])[0]
     assert moved[0] + moved[2] / 2 == pytest.approx(50, abs=1)  # centre follows the detection at once
     assert 50 < moved[2] < 60  # size is smoothed
+
+
+def test_without_the_video_extra_the_error_names_it(clip, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if `pip install proface-jax` alone
+    monkeypatch.setenv("PROFACE_PASSWORD", "x")
+    assert cli.main(["protect-video", str(clip["path"]), "--out", str(tmp_path / "p.mkv"),
+                     "--checkpoint", str(clip["model"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "proface-jax[video]" in err, err
+    assert not list(tmp_path.iterdir())
