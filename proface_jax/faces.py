@@ -146,6 +146,22 @@ def obfuscated_target(crop_u8: np.ndarray, boxes_in_crop, obfuscator: str, seed:
     return m * images.to_unit(y) + (1 - m) * images.to_unit(crop_u8)
 
 
+def protect_crop(ck: Checkpoint, image_u8: np.ndarray, crop: Crop, members, K, obfuscator: str, seed: int = 0,
+                 donors: str | None = None) -> None:
+    """Protects one crop of `image_u8` in place (its face boxes `members` in image coordinates)."""
+    crop_u8 = image_u8[crop.slices()]
+    inside = [(bx - crop.x, by - crop.y, bw, bh) for bx, by, bw, bh in members]
+    y = obfuscated_target(crop_u8, inside, obfuscator, seed, donors)
+    prot, _ = protocol.protect_jit(ck.params, images.to_unit(crop_u8)[None], y[None], K, ck.config)
+    image_u8[crop.slices()] = images.from_unit(np.asarray(prot[0]))
+
+
+def recover_crop(ck: Checkpoint, image_u8: np.ndarray, crop: Crop, K) -> None:
+    """Recovers one protected crop of `image_u8` in place."""
+    rec, _ = protocol.recover_jit(ck.params, images.to_unit(image_u8[crop.slices()])[None], K, ck.config)
+    image_u8[crop.slices()] = images.from_unit(np.asarray(rec[0]))
+
+
 def protect_faces(ck: Checkpoint, photo_u8: np.ndarray, password: str | bytes, boxes=None,
                   detector: str | None = None, obfuscator: str = "blur", kdf: str | keys.KDF = "strong",
                   margin: float = MARGIN, seed: int = 0, donors: str | None = None,
@@ -173,12 +189,8 @@ def protect_faces(ck: Checkpoint, photo_u8: np.ndarray, password: str | bytes, b
     faces = []
     for crop, members in groups:
         salt = os.urandom(keys.SALT_BYTES)
-        sm = keys.expand_map(fk.map_key, salt, crop.size, crop.size)
-        crop_u8 = a[crop.slices()]
-        inside = [(bx - crop.x, by - crop.y, bw, bh) for bx, by, bw, bh in members]
-        y = obfuscated_target(crop_u8, inside, obfuscator, seed, donors)
-        prot, _ = protocol.protect_jit(ck.params, images.to_unit(crop_u8)[None], y[None], sm.K, ck.config)
-        out[crop.slices()] = images.from_unit(np.asarray(prot[0]))
+        protect_crop(ck, out, crop, members, keys.expand_map(fk.map_key, salt, crop.size, crop.size).K,
+                     obfuscator, seed, donors)
         faces.append({"x": crop.x, "y": crop.y, "size": crop.size, "salt": base64.b64encode(salt).decode()})
     meta = {"format": fmt.META_FORMAT, "version": fmt.META_VERSION, "kdf": kdf.to_json(), "model_id": ck.model_id,
             "mode": ck.mode, "obfuscator": obfuscator, "height": h, "width": w, "faces": faces}
@@ -205,7 +217,5 @@ def recover_faces(ck: Checkpoint, pixels_u8: np.ndarray, meta: dict[str, Any], p
     out = a.copy()
     for face in meta["faces"]:
         crop = Crop(face["x"], face["y"], face["size"])
-        sm = keys.expand_map(fk.map_key, base64.b64decode(face["salt"]), crop.size, crop.size)
-        rec, _ = protocol.recover_jit(ck.params, images.to_unit(a[crop.slices()])[None], sm.K, ck.config)
-        out[crop.slices()] = images.from_unit(np.asarray(rec[0]))
+        recover_crop(ck, out, crop, keys.expand_map(fk.map_key, base64.b64decode(face["salt"]), crop.size, crop.size).K)
     return out

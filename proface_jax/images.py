@@ -150,7 +150,7 @@ class WriteError(ProfaceError):
     """An output file that cannot be written (missing directory, permissions, full disk)."""
 
 
-def _new_file_mode(path: Path) -> int:
+def new_file_mode(path: Path) -> int:
     """An existing file keeps its permissions; a new one gets 0o666 less the umask, as `open` would."""
     try:
         return stat.S_IMODE(path.stat().st_mode)
@@ -172,7 +172,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        mode = _new_file_mode(path)
+        mode = new_file_mode(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)

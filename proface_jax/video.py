@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 import jsonschema
 import numpy as np
 
-from proface_jax import faces, images, keys, protocol
+from proface_jax import faces, images, keys
 from proface_jax import protected_format as fmt
 from proface_jax.checkpoint import Checkpoint
 from proface_jax.errors import ProfaceError, one_line
@@ -182,7 +182,7 @@ class _LosslessWriter:
                                  capture_output=True, text=True)
             if run.returncode:
                 raise VideoError(f"cannot write {self.out}: ffmpeg: {one_line(run.stderr, 200)}")
-            os.chmod(final, 0o666 & ~_umask())
+            os.chmod(final, images.new_file_mode(self.out))
             os.replace(final, self.out)
             final = None
         finally:
@@ -197,12 +197,6 @@ class _LosslessWriter:
             pass
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
-
-
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -284,12 +278,8 @@ def protect_video(ck: Checkpoint, src: str | os.PathLike, out: str | os.PathLike
                 tracked = faces.check_boxes([_inside(b, h, w) for b in tracker.update(boxes(i, frame))], h, w)
                 groups = faces.crops_for(tracked, h, w) if tracked else []
                 for j, (crop, members) in enumerate(groups):
-                    sm = keys.expand_map(fk.map_key, face_salt(i, j), crop.size, crop.size)
-                    crop_u8 = frame[crop.slices()]
-                    inside = [(bx - crop.x, by - crop.y, bw, bh) for bx, by, bw, bh in members]
-                    y = faces.obfuscated_target(crop_u8, inside, obfuscator)
-                    prot, _ = protocol.protect_jit(ck.params, images.to_unit(crop_u8)[None], y[None], sm.K, ck.config)
-                    frame[crop.slices()] = images.from_unit(np.asarray(prot[0]))
+                    K = keys.expand_map(fk.map_key, face_salt(i, j), crop.size, crop.size).K
+                    faces.protect_crop(ck, frame, crop, members, K, obfuscator)
                 all_crops.append([[c.x, c.y, c.size] for c, _ in groups])
                 digest.update(frame.tobytes())
                 writer.send(frame)
@@ -347,10 +337,7 @@ def recover_video(ck: Checkpoint, src: str | os.PathLike, out: str | os.PathLike
                     raise VideoError(f"{src}: more frames than its metadata's {meta['frames']}")
                 frame = frame.copy()
                 for j, (x, y, s) in enumerate(meta["faces"][i]):
-                    crop = faces.Crop(x, y, s)
-                    sm = keys.expand_map(fk.map_key, face_salt(i, j), s, s)
-                    rec, _ = protocol.recover_jit(ck.params, images.to_unit(frame[crop.slices()])[None], sm.K, ck.config)
-                    frame[crop.slices()] = images.from_unit(np.asarray(rec[0]))
+                    faces.recover_crop(ck, frame, faces.Crop(x, y, s), keys.expand_map(fk.map_key, face_salt(i, j), s, s).K)
                 writer.send(frame)
                 n += 1
                 bar.update(1)
