@@ -194,7 +194,7 @@ def protect_faces(ck: Checkpoint, photo_u8: np.ndarray, password: str | bytes, b
         faces.append({"x": crop.x, "y": crop.y, "size": crop.size, "salt": base64.b64encode(salt).decode()})
     meta = {"format": fmt.META_FORMAT, "version": fmt.META_VERSION, "kdf": kdf.to_json(), "model_id": ck.model_id,
             "mode": ck.mode, "obfuscator": obfuscator, "height": h, "width": w, "faces": faces}
-    if (ck.mode == "randwr") if tag is None else tag:
+    if fmt.wants_tag(ck.mode, tag):
         meta["tag"] = fmt.compute_tag(fk.mac_key, meta, out)
     return out, fmt.validate_meta(meta, (h, w))
 

@@ -92,21 +92,19 @@ def load_rgb(path: str | os.PathLike, *, allow_convert: bool = True, max_pixels:
     """
     path = Path(path)
     with open_checked(path, max_pixels) as im:
-        if im.mode != "RGB" and (not allow_convert or im.mode not in CONVERTIBLE_MODES):
-            raise ImageError(f"{path}: image mode {im.mode!r} is not 8-bit RGB")
+        mode = im.mode  # checked before decoding: a refused mode costs no decode
+        if mode != "RGB" and (not allow_convert or mode not in CONVERTIBLE_MODES):
+            raise ImageError(f"{path}: image mode {mode!r} is not 8-bit RGB")
         decode(im, path)
-        return rgb8_of(im, path, allow_convert, notes)
+        if mode != "RGB" and notes is not None:
+            notes.append(f"{path}: converted image mode {mode!r} to 8-bit RGB" + (" (alpha dropped)" if "A" in mode else ""))
+        return rgb8_of(im)
 
 
-def rgb8_of(im, path, allow_convert: bool = True, notes: list[str] | None = None) -> np.ndarray:
-    """uint8 [H, W, 3] of a decoded PIL image (see `load_rgb` for the conversions)."""
-    mode = im.mode
-    if mode == "RGB":
+def rgb8_of(im) -> np.ndarray:
+    """uint8 [H, W, 3] of a decoded PIL image whose mode is RGB or one of `CONVERTIBLE_MODES`."""
+    if im.mode == "RGB":
         return np.asarray(im, dtype=np.uint8).copy()
-    if not allow_convert or mode not in CONVERTIBLE_MODES:
-        raise ImageError(f"{path}: image mode {mode!r} is not 8-bit RGB")
-    if notes is not None:
-        notes.append(f"{path}: converted image mode {mode!r} to 8-bit RGB" + (" (alpha dropped)" if "A" in mode else ""))
     return _to_rgb8(im)
 
 

@@ -83,7 +83,7 @@ def protect_photo(ck: Checkpoint, image_u8: np.ndarray, password: str | bytes, o
     pixels = images.from_unit(np.asarray(protected[0]))
     meta = {"format": META_FORMAT, "version": META_VERSION, "kdf": kdf.to_json(), "model_id": ck.model_id,
             "mode": ck.mode, "obfuscator": obfuscator, "height": h, "width": w}
-    if (ck.mode == "randwr") if tag is None else tag:
+    if fmt.wants_tag(ck.mode, tag):
         meta["tag"] = fmt.compute_tag(sm.mac_key, meta, pixels)
     return pixels, fmt.validate_meta(meta, (h, w))
 

@@ -163,20 +163,13 @@ def validate_meta(meta: Any, pixel_shape: tuple[int, int] | None = None) -> dict
     return meta
 
 
-def _check_faces(faces, height: int, width: int) -> None:
-    """Every crop inside the image, no two overlapping, each salt 16–64 bytes."""
-    lo, hi = keys.LIMITS["salt_bytes"]
-    for i, f in enumerate(faces):
-        if f["x"] + f["size"] > width or f["y"] + f["size"] > height:
-            raise ProtectedImageError(f"invalid proface metadata at faces/{i}: crop {f['x']},{f['y']} of side "
-                                      f"{f['size']} lies outside the {width}×{height} image")
-        try:
-            n = len(base64.b64decode(f["salt"], validate=True))
-        except ValueError:
-            raise ProtectedImageError(f"invalid proface metadata at faces/{i}/salt: not valid base64") from None
-        if not lo <= n <= hi:
-            raise ProtectedImageError(f"invalid proface metadata at faces/{i}/salt: {n} bytes; allowed {lo}–{hi}")
-    boxes = sorted((f["x"], f["y"], f["size"], i) for i, f in enumerate(faces))
+def check_crops(crops, height: int, width: int) -> None:
+    """Square crops (x, y, side): every one inside the image, no two overlapping."""
+    for i, (x, y, side) in enumerate(crops):
+        if x + side > width or y + side > height:
+            raise ProtectedImageError(f"invalid proface metadata at faces/{i}: crop {x},{y} of side "
+                                      f"{side} lies outside the {width}×{height} image")
+    boxes = sorted((x, y, side, i) for i, (x, y, side) in enumerate(crops))
     for a in range(len(boxes)):
         xa, ya, sa, ia = boxes[a]
         for b in range(a + 1, len(boxes)):
@@ -185,6 +178,24 @@ def _check_faces(faces, height: int, width: int) -> None:
                 break  # sorted by x: no later crop reaches back into this one
             if ya < yb + sb and yb < ya + sa:
                 raise ProtectedImageError(f"invalid proface metadata: face crops {ia} and {ib} overlap")
+
+
+def _check_faces(faces, height: int, width: int) -> None:
+    """`check_crops`, and each salt 16–64 bytes."""
+    check_crops([(f["x"], f["y"], f["size"]) for f in faces], height, width)
+    lo, hi = keys.LIMITS["salt_bytes"]
+    for i, f in enumerate(faces):
+        try:
+            n = len(base64.b64decode(f["salt"], validate=True))
+        except ValueError:
+            raise ProtectedImageError(f"invalid proface metadata at faces/{i}/salt: not valid base64") from None
+        if not lo <= n <= hi:
+            raise ProtectedImageError(f"invalid proface metadata at faces/{i}/salt: {n} bytes; allowed {lo}–{hi}")
+
+
+def wants_tag(mode: str, tag: bool | None) -> bool:
+    """The tag default: on for RandWR, off for ObfsWR (a tag would tell a guesser the password was wrong)."""
+    return mode == "randwr" if tag is None else bool(tag)
 
 
 # ---- the authentication tag ----
@@ -242,7 +253,7 @@ def read(path: str | os.PathLike, max_pixels: int = images.MAX_PIXELS):
                                       "was it re-saved or converted by another program?")
         meta = validate_meta(parse_meta(text), shape)
         images.decode(im, path)
-        pixels = images.rgb8_of(im, path, allow_convert=False)
+        pixels = images.rgb8_of(im)  # 8-bit RGB: checked from IHDR above
     return pixels, meta
 
 

@@ -172,16 +172,18 @@ class _LosslessWriter:
         self.writer.send(np.ascontiguousarray(frame))
 
     def commit(self, meta: dict | None) -> None:
-        """Into place: with the metadata tag (a protected video) or without (a recovered one)."""
+        """Into place: with the metadata tag (a protected video, one remux) or as written (a recovered one)."""
         self.writer.close()
-        fd, final = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".mkv", dir=self.out.parent)
-        os.close(fd)
+        final = self.tmp
         try:
-            tag = [] if meta is None else ["-metadata", f"{TAG_NAME}={json.dumps(meta, sort_keys=True, separators=(',', ':'))}"]
-            run = subprocess.run([_ffmpeg(), "-v", "error", "-y", "-i", self.tmp, "-c", "copy", *tag, final],
-                                 capture_output=True, text=True)
-            if run.returncode:
-                raise VideoError(f"cannot write {self.out}: ffmpeg: {one_line(run.stderr, 200)}")
+            if meta is not None:  # the tag holds what only the finished frames decide: add it by a stream copy
+                fd, final = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".mkv", dir=self.out.parent)
+                os.close(fd)
+                text = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+                run = subprocess.run([_ffmpeg(), "-v", "error", "-y", "-i", self.tmp, "-c", "copy",
+                                      "-metadata", f"{TAG_NAME}={text}", final], capture_output=True, text=True)
+                if run.returncode:
+                    raise VideoError(f"cannot write {self.out}: ffmpeg: {one_line(run.stderr, 200)}")
             os.chmod(final, images.new_file_mode(self.out))
             os.replace(final, self.out)
             final = None
@@ -224,9 +226,8 @@ def validate_meta(meta: Any) -> dict[str, Any]:
     if len(meta["faces"]) != meta["frames"]:
         raise VideoError(f"invalid proface video metadata: {len(meta['faces'])} frames of faces for {meta['frames']} frames")
     for i, crops in enumerate(meta["faces"]):
-        as_faces = [{"x": x, "y": y, "size": s, "salt": "AAAAAAAAAAAAAAAAAAAAAA=="} for x, y, s in crops]
         try:
-            fmt._check_faces(as_faces, meta["height"], meta["width"])
+            fmt.check_crops(crops, meta["height"], meta["width"])
         except fmt.ProtectedImageError as e:
             raise VideoError(f"frame {i}: {e}") from None
     return meta
@@ -289,7 +290,7 @@ def protect_video(ck: Checkpoint, src: str | os.PathLike, out: str | os.PathLike
         meta = {"format": VIDEO_FORMAT, "version": VIDEO_VERSION, "kdf": kdf.to_json(), "model_id": ck.model_id,
                 "mode": ck.mode, "obfuscator": obfuscator, "height": h, "width": w, "frames": len(all_crops),
                 "fps": fps, "faces": all_crops}
-        if (ck.mode == "randwr") if tag is None else tag:
+        if fmt.wants_tag(ck.mode, tag):
             meta["tag"] = _tag(fk.mac_key, meta, digest.digest())
         validate_meta(meta)
         writer.commit(meta)
