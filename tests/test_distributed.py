@@ -71,17 +71,23 @@ def test_obfuscating_a_process_rows_equals_the_whole_batch(name):
                        .repeat(4, 0) // np.arange(1, 5, dtype=np.uint8)[:, None, None, None])
     donors = (g.uniform(0, 255, (3, 32, 32, 3))).astype(np.uint8) if name == "swap" else None
     pre = PreObfuscators([name], "paper112", "train", donors)
-    if name in ("blur", "pixelate", "median"):  # per-image strengths, so the rows' draws matter
-        pre.obfs = [obfuscators.make(name, preset="paper112", mode="train", per_sample=True)]
-    obf, rng = pre.obfs[0], jax.random.key(7)
-    whole = np.asarray(obf(rng, x))
-    rows = slice(2, 4)
-    mine = np.asarray(pre.apply_rows(obf, rng, x[rows], rows, 4))
-    np.testing.assert_allclose(mine, whole[rows], atol=1e-5)
-    naive = np.asarray(obf(rng, x[rows]))  # the rows' own draws: not the same images
-    assert np.abs(naive - whole[rows]).max() > 1e-3
+    rng = jax.random.key(7)
+    whole, _ = pre(rng, x)
+    for rows in (slice(0, 2), slice(2, 4)):  # process 0's rows, process 1's
+        mine, got = pre(rng, x[rows], rows, 4)  # the loop's call
+        assert got == name
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(whole)[rows], atol=1e-5)
+    # Per-image strengths (the filters draw one per batch by default): the rows' draws are the batch's.
+    obf = obfuscators.make(name, preset="paper112", mode="train",
+                           **({"per_sample": True} if name in ("blur", "pixelate", "median") else {"donors": donors}
+                              if name == "swap" else {}))
+    full = np.asarray(obf(rng, x))
+    for rows in (slice(0, 2), slice(2, 4)):
+        np.testing.assert_allclose(np.asarray(pre.apply_rows(obf, rng, x[rows], rows, 4)), full[rows], atol=1e-5)
+    naive = np.asarray(obf(rng, x[2:]))  # the rows' own draws: other images
+    assert np.abs(naive - full[2:]).max() > 1e-3
     with pytest.raises(ValueError, match="rows"):
-        pre.apply_rows(obf, rng, x[:3], rows, 4)
+        pre.apply_rows(obf, rng, x[:3], slice(2, 4), 4)
 
 
 def test_distributed_config_is_checked():

@@ -49,7 +49,7 @@ class PreObfuscators:
         images and y is what the whole batch's obfuscation gives for those rows.
         """
         obf, use = obfuscators.choose(rng, self.obfs)
-        if rows is None or rows.indices(int(global_batch)) == (0, len(x), 1):
+        if rows is None or rows.indices(int(global_batch)) == (0, int(global_batch), 1):  # the whole batch
             return self.apply(obf, use, x), obf.name
         return self.apply_rows(obf, use, x, rows, int(global_batch)), obf.name
 
