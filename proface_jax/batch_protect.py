@@ -98,11 +98,15 @@ def plan(in_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[list[Jo
     return jobs, sorted(ignored)
 
 
+def check_share(process_id: int, num_processes: int) -> None:
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise ProfaceError(f"need --num-processes >= 1 and 0 <= --process-id < --num-processes, "
+                           f"got process_id {process_id} of {num_processes}")
+
+
 def shard(jobs: list[Job], process_id: int = 0, num_processes: int = 1) -> list[Job]:
     """Process `process_id`'s share: jobs process_id, process_id + N, ... (disjoint, together all)."""
-    if num_processes < 1 or not 0 <= process_id < num_processes:
-        raise ProfaceError(f"need num_processes >= 1 and 0 <= process_id < num_processes, "
-                           f"got {process_id} of {num_processes}")
+    check_share(process_id, num_processes)
     return jobs[process_id::num_processes]
 
 
@@ -157,6 +161,7 @@ def protect_folder(ck, in_dir, out_dir, password: str | bytes, opts: Options = O
     if opts.kdf not in ("strong", "paper"):
         raise ProfaceError(f"kdf must be 'strong' or 'paper', got {opts.kdf!r}")
     keys.password_bytes(password)  # an empty password fails here, not once per file
+    check_share(process_id, num_processes)
     jobs, ignored = plan(in_dir, out_dir)
     if ignored:
         print(f"proface: note: {len(ignored)} file(s) without an image extension left alone "

@@ -150,6 +150,7 @@ def cmd_protect_folder(args) -> int:
 
     if args.faces == "whole" and args.detector:
         raise CLIError("--detector has no effect with --faces whole")
+    batch_protect.check_share(args.process_id, args.num_processes)
     ck = load_model(args.checkpoint, args.mode)
     pw = read_password(args, confirm=True)
     opts = batch_protect.Options(obfuscator=args.obfuscator, kdf=args.kdf, faces=args.faces, detector=args.detector,
