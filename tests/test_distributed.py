@@ -173,6 +173,54 @@ def _finished_checkpoints(workdir: Path) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
 
 
+MESH_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from proface_jax.training import config, distributed, mesh
+
+d = config.get("smoke").distributed
+d.update(coordinator=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]), heartbeat_timeout_s=10)
+assert distributed.initialize(d) and distributed.initialize(d)  # the second call is a no-op
+m = mesh.make_mesh(8)
+rows = mesh.process_rows(m, 8)
+full = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+local = mesh.shard_local_batch({"x": full[rows]}, m, 8)["x"]
+glob = mesh.shard_batch({"x": full}, m)["x"]
+w = mesh.replicate(np.float32(2.0), m)
+f = jax.jit(lambda a, b, w: (w * a.sum(0), (a == b).all()), out_shardings=mesh.replicated(m))
+s, same = f(local, glob, w)
+print(json.dumps({"devices": [int(d.process_index) for d in m.devices.flat], "rows": [rows.start, rows.stop],
+                  "sum": np.asarray(s).tolist(), "same": bool(same), "primary": distributed.is_primary(),
+                  "agree": distributed.agree(jax.process_index() == 0)}))
+distributed.barrier("test end")
+"""
+
+
+def test_two_processes_of_two_devices_share_a_global_mesh():
+    """4 devices in 2 processes: a mesh ordered by process, contiguous rows per process, a global
+    batch from each process's rows equal to the whole batch placed at once, collectives across."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", MESH_SCRIPT, f"127.0.0.1:{port}", str(i)], cwd=REPO,
+                              env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=120))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    res = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
+    want_sum = (2 * np.arange(24, dtype=np.float32).reshape(8, 3).sum(0)).tolist()
+    for i, r in enumerate(res):
+        assert r["devices"] == [0, 0, 1, 1]
+        assert r["rows"] == [4 * i, 4 * i + 4]
+        assert r["sum"] == want_sum and r["same"]
+        assert r["primary"] == (i == 0) and r["agree"] is True  # process 0's decision, on both
+
+
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faces")
