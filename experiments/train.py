@@ -4,13 +4,13 @@
         [--config experiments/configs/paper112.py] [--config.some.key=value ...]
 
 Data: ``--config.data=folder:PATH`` (default: the shared UTKFace folder), ``tfds:celeb_a`` or
-``tfds:lfw`` (see `proface_jax.input_pipeline`).
+``tfds:lfw`` (see `proface_jax.input_pipeline`). The step is `proface_jax.training.step`, the
+loop `proface_jax.training.loop.train_and_evaluate`, the configs `proface_jax.training.config`.
 
 Several processes (one per host, or per GPU): the same command on each, plus
 ``--config.distributed.coordinator=HOST:PORT --config.distributed.num_processes=N
 --config.distributed.process_id=I``, or ``--config.distributed.auto=True`` where
-`jax.distributed.initialize()` finds the cluster itself (SLURM, Cloud TPU); see the README. The step is `proface_jax.training.step`, the
-loop `proface_jax.training.loop.train_and_evaluate`, the configs `proface_jax.training.config`.
+`jax.distributed.initialize()` finds the cluster itself (SLURM, Cloud TPU); see the README.
 """
 from __future__ import annotations
 

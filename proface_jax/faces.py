@@ -198,7 +198,8 @@ def recover_crop(ck: Checkpoint, image_u8: np.ndarray, crop: Crop, K) -> None:
 def protect_faces(ck: Checkpoint, photo_u8: np.ndarray, password: str | bytes, boxes=None,
                   detector: str | None = None, obfuscator: str = "blur", kdf: str | keys.KDF = "strong",
                   margin: float = MARGIN, seed: int = 0, donors: str | None = None,
-                  tag: bool | None = None, salts: Callable[[], bytes] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                  tag: bool | None = None,
+                  salts: Callable[[], bytes] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """-> (the photo with every face protected in place, format-3 metadata).
 
     `boxes` (x, y, w, h) are used as given; None detects faces with `detector`.

@@ -166,8 +166,8 @@ class _Run:
 
         config = self.config
         step, total = int(self.state.step), int(config.num_train_steps)
-        self.pbar = tqdm(total=total, initial=step, disable=not (config.progress_bar and self.primary), dynamic_ncols=True,
-                         desc=f"train {config.mode}", smoothing=0.05)
+        self.pbar = tqdm(total=total, initial=step, disable=not (config.progress_bar and self.primary),
+                         dynamic_ncols=True, desc=f"train {config.mode}", smoothing=0.05)
         time_limit = float(config.get("time_limit_s", 0.0) or 0.0)
         t_start = self.t_log = time.perf_counter()
         out_of_time = False
