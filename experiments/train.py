@@ -6,6 +6,11 @@
 Data: ``--config.data=folder:PATH`` (default: the shared UTKFace folder), ``tfds:celeb_a`` or
 ``tfds:lfw`` (see `proface_jax.input_pipeline`). The step is `proface_jax.training.step`, the
 loop `proface_jax.training.loop.train_and_evaluate`, the configs `proface_jax.training.config`.
+
+Several processes (one per host, or per GPU): the same command on each, plus
+``--config.distributed.coordinator=HOST:PORT --config.distributed.num_processes=N
+--config.distributed.process_id=I``, or ``--config.distributed.auto=True`` where
+`jax.distributed.initialize()` finds the cluster itself (SLURM, Cloud TPU); see the README.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 import jax
 
 from proface_jax.checkpoint import MODES
+from proface_jax.training import distributed
 from proface_jax.training.logs import json_default
 from proface_jax.training.loop import logger, train_and_evaluate
 
@@ -43,11 +49,15 @@ def main(argv):
     if FLAGS.mode:
         config.mode = FLAGS.mode
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
-    logger.setLevel(logging.INFO)
+    started = distributed.initialize(config.distributed)  # before anything touches the devices
+    logger.setLevel(logging.INFO if distributed.is_primary() else logging.WARNING)
     logger.info("JAX %s, devices: %s", jax.__version__, jax.local_devices())
     summary = train_and_evaluate(config, FLAGS.workdir)
     summary.pop("state")
-    print(json.dumps(summary, indent=2, default=json_default))
+    if distributed.is_primary():
+        print(json.dumps(summary, indent=2, default=json_default))
+    if started:
+        jax.distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     proface demo [--out demo.png]
     proface protect FACE.jpg --out PROTECTED.png [--obfuscator blur] [--mode randwr|obfswr]
     proface recover PROTECTED.png --out RECOVERED.png
+    proface protect-folder IN_DIR OUT_DIR [--salt-seed S] [--process-id I --num-processes N]
 
 The password comes from --password-file FILE, the environment variable named by
 --password-env (default PROFACE_PASSWORD), or a prompt; never from argv, where
@@ -28,7 +29,6 @@ from proface_jax.errors import ProfaceError, one_line
 
 DEFAULT_PASSWORD_ENV = "PROFACE_PASSWORD"
 MAX_PASSWORD_FILE_BYTES = 4096
-SMALL_IMAGE = 256  # a face-less image this small is taken for an aligned face crop (--faces auto)
 DEFAULT_MAX_PIXELS = 40_000_000  # = images.MAX_PIXELS; not imported, to keep `--help` free of heavy imports
 
 
@@ -118,26 +118,7 @@ def plan_faces(args, image: np.ndarray) -> list | None:
     """The face boxes to protect in place, or None to protect the whole image (see --faces)."""
     from proface_jax import faces
 
-    h, w = image.shape[:2]
-    if args.faces == "whole":
-        return None
-    boxes = list(args.box or [])
-    if args.faces == "boxes":
-        if not boxes:
-            raise CLIError("--faces boxes needs at least one --box x,y,w,h")
-        return boxes
-    from proface_jax import face_detect
-
-    boxes = list(face_detect.detect_faces(image, args.detector or face_detect.DEFAULT_DETECTOR)) + boxes
-    if not boxes:
-        if max(h, w) <= SMALL_IMAGE:
-            return None  # a small face-less image is taken for an aligned face crop (see --faces)
-        raise faces.NoFaceFound(f"no face found in {args.input}: nothing written; pass --box x,y,w,h "
-                                "(repeatable), or --faces whole to protect the whole image")
-    groups = faces.crops_for(faces.check_boxes(boxes, h, w), h, w)
-    if len(groups) == 1 and groups[0][0].size >= 0.8 * min(h, w) and not (h % 2 or w % 2):
-        return None  # the image is a face crop: protect it whole, as the model was trained
-    return boxes
+    return faces.plan(image, args.faces, args.box, args.detector, args.input)
 
 
 def cmd_protect(args) -> int:
@@ -162,6 +143,27 @@ def cmd_protect(args) -> int:
     print(f"protected {args.input} -> {args.out} ({what}; model {ck.model_id}, {ck.mode}, {args.obfuscator}, "
           f"KDF {meta['kdf']['algorithm']}, {'with' if 'tag' in meta else 'no'} authentication tag)")
     return 0
+
+
+def cmd_protect_folder(args) -> int:
+    from proface_jax import batch_protect
+
+    if args.faces == "whole" and args.detector:
+        raise CLIError("--detector has no effect with --faces whole")
+    batch_protect.check_share(args.process_id, args.num_processes)
+    ck = load_model(args.checkpoint, args.mode)
+    pw = read_password(args, confirm=True)
+    opts = batch_protect.Options(obfuscator=args.obfuscator, kdf=args.kdf, faces=args.faces, detector=args.detector,
+                                 size=args.size, seed=args.seed, donors=args.donors, tag=args.tag,
+                                 max_pixels=args.max_pixels)
+    s = batch_protect.protect_folder(ck, args.input, args.output, pw, opts, salt_seed=args.salt_seed,
+                                     process_id=args.process_id, num_processes=args.num_processes,
+                                     progress=args.progress if args.progress is not None else sys.stderr.isatty())
+    part = f" (process {args.process_id} of {args.num_processes})" if args.num_processes > 1 else ""
+    print(f"protect-folder{part}: {s.protected} protected, {s.skipped} already done, {s.failed} failed, "
+          f"of {s.total} image file(s); model {ck.model_id}, {ck.mode}, {args.obfuscator}, "
+          f"{'seeded' if args.salt_seed is not None else 'random'} salts")
+    return 1 if s.failed else 0
 
 
 def cmd_recover(args) -> int:
@@ -331,6 +333,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", type=_box_arg, action="append", metavar="X,Y,W,H",
                    help="a face the detector missed (repeatable); pixels, top-left corner and size")
     p.set_defaults(func=cmd_protect)
+
+    p = sub.add_parser("protect-folder", help="protect every face image of a folder (resumable; splits over processes)",
+                       description="Protects every image under IN_DIR into OUT_DIR (same relative paths, .png), each "
+                                   "file with its own salts. Files already in OUT_DIR are skipped, so a rerun resumes. "
+                                   "A file that fails gets an error line and the run goes on; the exit status is 1 "
+                                   "if any failed. See proface_jax.batch_protect.")
+    p.add_argument("input", help="folder of face images (searched recursively)")
+    p.add_argument("output", help="folder for the protected PNGs (created; not inside IN_DIR)")
+    _protection_args(p, PHOTO_OBFUSCATORS)
+    p.add_argument("--donors", help="folder of donor faces (for --obfuscator swap)")
+    p.add_argument("--size", type=_size_arg, help="centre-crop each image to a square and resize to SIZE×SIZE first")
+    p.add_argument("--seed", type=_seed_arg, default=0, help="seed of the obfuscator's random choices (mask sticker)")
+    p.add_argument("--faces", default="auto", choices=("auto", "whole"),
+                   help="auto: detect faces and protect each in place (a face crop is protected whole); "
+                        "whole: every image is one face crop (no detection)")
+    p.add_argument("--salt-seed", metavar="TEXT",
+                   help="derive every file's salts from this secret and the file's path (reproducible, byte-identical "
+                        "outputs whatever the number of processes); default: random salts (os.urandom), the safe "
+                        "choice. A seed an attacker learns in advance lets them precompute password guesses")
+    p.add_argument("--process-id", type=int, default=0, help="this process's index, 0..N-1 (SLURM: $SLURM_PROCID)")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="N processes split the files (sorted paths, every N-th); no coordinator needed")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.set_defaults(func=cmd_protect_folder)
 
     p = sub.add_parser("recover", help="get the face back with the password")
     p.add_argument("input", help="protected PNG written by `proface protect`")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from proface_jax.errors import ProfaceError
 MARGIN = 0.1
 SIDE_STEP = 16
 MODEL_SIZE = 112  # the obfuscators' native size (preset paper112)
+SMALL_IMAGE = 256  # a face-less image this small is taken for an aligned face crop (faces="auto")
 
 
 class NoFaceFound(ProfaceError):
@@ -122,6 +123,38 @@ def crops_for(boxes: Sequence[tuple[int, int, int, int]], height: int, width: in
     return sorted(((g["crop"], g["members"]) for g in groups), key=lambda g: (g[0].y, g[0].x))
 
 
+def plan(image_u8: np.ndarray, faces: str = "auto", boxes=(), detector: str | None = None,
+         where: str = "the image") -> list | None:
+    """The face boxes to protect in place, or None to protect the whole image.
+
+    faces="whole": None. "boxes": `boxes` as given. "auto": detected faces plus `boxes`; None for a
+    small face-less image (taken for an aligned crop) or an image that is itself one face crop;
+    `NoFaceFound` for a larger image without a face.
+    """
+    h, w = image_u8.shape[:2]
+    if faces == "whole":
+        return None
+    boxes = list(boxes or [])
+    if faces == "boxes":
+        if not boxes:
+            raise ProfaceError("--faces boxes needs at least one --box x,y,w,h")
+        return boxes
+    if faces != "auto":
+        raise ProfaceError(f"faces must be 'auto', 'whole' or 'boxes', got {faces!r}")
+    from proface_jax import face_detect
+
+    boxes = list(face_detect.detect_faces(image_u8, detector or face_detect.DEFAULT_DETECTOR)) + boxes
+    if not boxes:
+        if max(h, w) <= SMALL_IMAGE:
+            return None
+        raise NoFaceFound(f"no face found in {where}: nothing written; pass --box x,y,w,h "
+                          "(repeatable), or --faces whole to protect the whole image")
+    groups = crops_for(check_boxes(boxes, h, w), h, w)
+    if len(groups) == 1 and groups[0][0].size >= 0.8 * min(h, w) and not (h % 2 or w % 2):
+        return None  # the image is a face crop: protect it whole, as the model was trained
+    return boxes
+
+
 def blend_mask(size: int, boxes_in_crop: Sequence[tuple[float, float, float, float]], feather: float = 0.35) -> np.ndarray:
     """[size, size] in [0, 1]: 1 over each face (an ellipse a little larger than its box), 0 at the crop's border."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -165,11 +198,13 @@ def recover_crop(ck: Checkpoint, image_u8: np.ndarray, crop: Crop, K) -> None:
 def protect_faces(ck: Checkpoint, photo_u8: np.ndarray, password: str | bytes, boxes=None,
                   detector: str | None = None, obfuscator: str = "blur", kdf: str | keys.KDF = "strong",
                   margin: float = MARGIN, seed: int = 0, donors: str | None = None,
-                  tag: bool | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                  tag: bool | None = None,
+                  salts: Callable[[], bytes] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """-> (the photo with every face protected in place, format-3 metadata).
 
     `boxes` (x, y, w, h) are used as given; None detects faces with `detector`.
-    Raises `NoFaceFound` when there is none.
+    Raises `NoFaceFound` when there is none. `salts` draws each face's salt (default: fresh
+    random ones; `batch_protect` passes seeded ones for reproducible runs).
     """
     a = np.asarray(photo_u8)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] != 3:
@@ -188,7 +223,7 @@ def protect_faces(ck: Checkpoint, photo_u8: np.ndarray, password: str | bytes, b
     out = a.copy()
     faces = []
     for crop, members in groups:
-        salt = os.urandom(keys.SALT_BYTES)
+        salt = salts() if salts is not None else os.urandom(keys.SALT_BYTES)
         protect_crop(ck, out, crop, members, keys.expand_map(fk.map_key, salt, crop.size, crop.size).K,
                      obfuscator, seed, donors)
         faces.append({"x": crop.x, "y": crop.y, "size": crop.size, "salt": base64.b64encode(salt).decode()})

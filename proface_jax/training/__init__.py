@@ -3,7 +3,8 @@
     config       base_config (every field documented) and the presets paper112 / authors256 / fast / smoke
     state        TrainState, the optimiser and its schedule, create_train_state
     step         train_step / eval_step over the shared forward (`proface_jax.protocol`), jitted on a mesh
-    mesh         the 1-D data-parallel mesh and shardings
+    mesh         the 1-D data-parallel mesh and shardings (local devices, or all processes' devices)
+    distributed  multi-process runs: jax.distributed from config.distributed, who writes files
     guard        the loss-explosion guard
     obfuscation  the pre-obfuscators, one per batch
     validation   the fixed validation batch and its metrics

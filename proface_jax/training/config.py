@@ -113,6 +113,15 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.debug = ml_collections.ConfigDict()
     c.debug.inject_nan_at_step = -1  # >=0: poison that step's batch once (tests the guard)
+
+    # ---- multi-process training on jax.distributed (training.distributed); none of it for one process
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator = ""  # HOST:PORT of process 0 ("" with auto=False: a single process)
+    c.distributed.num_processes = 1
+    c.distributed.process_id = 0
+    c.distributed.auto = False  # True: jax.distributed.initialize() finds the cluster (SLURM, Cloud TPU, ...)
+    c.distributed.timeout_s = 300  # how long processes wait for each other to join
+    c.distributed.heartbeat_timeout_s = 100  # a process silent this long is declared dead; the others stop
     return c
 
 

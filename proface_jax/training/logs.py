@@ -11,15 +11,19 @@ from proface_jax import images
 
 
 class JsonlWriter:
-    def __init__(self, path: Path, truncate_after: int | None = None):
-        self.path = path
-        if truncate_after is not None and path.exists():
+    """Appends JSON records to `path`; `enabled=False` (the processes other than 0) writes nothing."""
+
+    def __init__(self, path: Path, truncate_after: int | None = None, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        if enabled and truncate_after is not None and path.exists():
             # Resuming: drop records of steps after the restored checkpoint (they will be redone).
             kept = [ln for ln in path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= truncate_after]
             path.write_text("".join(ln + "\n" for ln in kept))
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, default=json_default) + "\n")
 

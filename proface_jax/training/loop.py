@@ -13,6 +13,12 @@ the lr schedule still runs to `num_train_steps`, so a resume continues it unchan
 A step the explosion guard (`training.guard`) rejects is dropped: the last checkpoint is
 restored, the lr scale is multiplied by `guard.lr_decay`, and the event is logged.
 
+Several processes (`config.distributed`, `training.distributed`): jax.distributed is started
+first; the mesh spans all processes' devices, each process decodes and obfuscates only its rows
+of every global batch (the same global batches as one process), all processes take part in
+steps, validation and orbax saves/restores (the workdir must be on a filesystem they share),
+and process 0 alone writes metrics.jsonl, samples, config.json and the .pfj files.
+
 Outputs in the workdir: checkpoints/ (orbax, last `keep_checkpoints`), best/ (orbax, best by
 `best_metric`), metrics.jsonl, samples/step_XXXXXXX.png (rows: x, y, ŷ, x̌, ẍ, one per
 obfuscator), config.json, best.pfj (at each new best) and model.pfj (at the end), the
@@ -35,10 +41,12 @@ import numpy as np
 
 from proface_jax import input_pipeline
 from proface_jax.checkpoint import MODES, save_checkpoint
+from proface_jax.input_pipeline.process_shard import make_process_iterator
+from proface_jax.training import distributed
 from proface_jax.training.checkpoints import checkpoint_managers, restore_state, save_state
 from proface_jax.training.guard import LossGuard
 from proface_jax.training.logs import JsonlWriter, config_json, host_scalars, save_grid
-from proface_jax.training.mesh import make_mesh, replicate, shard_batch
+from proface_jax.training.mesh import make_mesh, process_rows, replicate, shard_batch, shard_local_batch
 from proface_jax.training.obfuscation import PreObfuscators, obfuscator_names_for
 from proface_jax.training.state import create_train_state, flow_config, loss_config
 from proface_jax.training.step import make_train_step
@@ -60,6 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     not given and needed (loss.use_lpips or eval_lpips). Returns a summary (final state,
     model id, last validation metrics, best value, rollbacks, lr scale).
     """
+    distributed.initialize(config.get("distributed"))  # before any JAX computation; no-op for one process
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "samples").mkdir(exist_ok=True)
@@ -73,6 +82,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 "clamped" if lcfg.clamp_wrong else "raw")
     mesh = make_mesh(int(config.batch_size))
     logger.info("mesh: %d device(s) %s", mesh.size, [str(d) for d in mesh.devices.ravel()])
+    if jax.process_count() > 1:
+        logger.info("process %d of %d: rows %s of each batch", jax.process_index(), jax.process_count(),
+                    process_rows(mesh, int(config.batch_size)))
     if not (config.loss.use_lpips or config.eval_lpips):
         lpips_params = None
     elif lpips_params is None:
@@ -87,6 +99,8 @@ class _Run:
 
     def __init__(self, config, workdir: Path, mesh, lpips_params):
         self.config, self.workdir, self.mesh = config, workdir, mesh
+        self.primary = distributed.is_primary()
+        self.rows = process_rows(mesh, int(config.batch_size))  # this process's rows of each global batch
         self.train_src = open_split(config, "train")
         eval_x, donors = validation_faces(config, int(config.image_size))
         self.train_obfs = PreObfuscators(obfuscator_names_for(config, donors), config.obfuscator_preset, "train",
@@ -122,23 +136,26 @@ class _Run:
             old = workdir / "config.json"
             if old.exists():
                 changed = {k for k, v in config_json(config).items() if json.loads(old.read_text()).get(k) != v}
-                if changed - {"num_train_steps"}:
+                if changed - {"num_train_steps", "distributed"}:
                     logger.warning("config differs from the checkpoint's run in: %s", sorted(changed))
         else:
             save_state(self.periodic, self.state, self.meta_now())  # step 0: there is always a checkpoint to roll back to
-        (workdir / "config.json").write_text(json.dumps(config_json(config), indent=2, sort_keys=True))
-        self.writer = JsonlWriter(workdir / "metrics.jsonl", truncate_after=int(self.state.step))
+        if self.primary:
+            (workdir / "config.json").write_text(json.dumps(config_json(config), indent=2, sort_keys=True))
+        self.writer = JsonlWriter(workdir / "metrics.jsonl", truncate_after=int(self.state.step),
+                                  enabled=self.primary)
 
     def open_iterator(self, at: int) -> None:
         if self.it is not None:
             self.it.close()
         c = self.config
         self.it_size = size_at(c, at)
-        self.it = input_pipeline.make_iterator(self.train_src, int(c.batch_size), self.it_size, seed=int(c.seed),
-                                               start_step=at, num_workers=int(c.num_workers),
-                                               prefetch=int(c.prefetch))
+        self.it = make_process_iterator(self.train_src, int(c.batch_size), self.it_size, self.rows, seed=int(c.seed),
+                                        start_step=at, num_workers=int(c.num_workers), prefetch=int(c.prefetch))
 
     def export(self, path: Path, val: dict):
+        if not self.primary:
+            return None
         meta = {"steps": int(self.state.step), "data": self.config.data, "config": config_json(self.config),
                 "val": {k: v for k, v in val.items() if "/" not in k[4:]}}
         return save_checkpoint(path, jax.device_get(self.state.params), flow_config(self.config), self.config.mode,
@@ -149,8 +166,8 @@ class _Run:
 
         config = self.config
         step, total = int(self.state.step), int(config.num_train_steps)
-        self.pbar = tqdm(total=total, initial=step, disable=not config.progress_bar, dynamic_ncols=True,
-                         desc=f"train {config.mode}", smoothing=0.05)
+        self.pbar = tqdm(total=total, initial=step, disable=not (config.progress_bar and self.primary),
+                         dynamic_ncols=True, desc=f"train {config.mode}", smoothing=0.05)
         time_limit = float(config.get("time_limit_s", 0.0) or 0.0)
         t_start = self.t_log = time.perf_counter()
         out_of_time = False
@@ -159,7 +176,8 @@ class _Run:
                 step, accepted = self.train_one(step)
                 if not accepted:
                     continue
-                out_of_time = time_limit > 0 and time.perf_counter() - t_start > time_limit
+                # Process 0's clock decides, so all processes stop after the same step.
+                out_of_time = time_limit > 0 and distributed.agree(time.perf_counter() - t_start > time_limit)
                 last = step == total or out_of_time
                 if out_of_time and step < total:
                     logger.info("step %d: time limit %.0f s reached; stopping", step, time_limit)
@@ -172,6 +190,7 @@ class _Run:
             self.periodic.wait_until_finished()
             self.best_mgr.wait_until_finished()
         model_id = self.export(self.workdir / "model.pfj", self.last_val)
+        distributed.barrier("proface train_and_evaluate: done")  # no process leaves while others still save
         summary = {"step": int(self.state.step), "model_id": model_id, "val": self.last_val,
                    "best_value": self.best_value, "rollbacks": self.rollbacks, "lr_scale": float(self.state.lr_scale)}
         self.periodic.close()
@@ -187,11 +206,16 @@ class _Run:
         assert batch["step"] == step, (batch["step"], step)
         x = batch["image"]
         obf_rng, rng = jax.random.split(jax.random.fold_in(self.train_root, step))
-        y, obf_name = self.train_obfs(obf_rng, x)
+        b = int(config.batch_size)
+        y, obf_name = self.train_obfs(obf_rng, x, self.rows, b)
         if config.debug.inject_nan_at_step == step and not self.nan_injected:
             x, y = np.full_like(x, np.nan), np.full(np.shape(y), np.nan, np.float32)
             self.nan_injected = True
-        new_state, m = self.step_fn(self.state, shard_batch({"x": x, "y": y}, self.mesh), rng)
+        if len(x) == b:
+            batch = shard_batch({"x": x, "y": y}, self.mesh)
+        else:  # this process's rows only: the others come from the other processes
+            batch = shard_local_batch({"x": x, "y": y}, self.mesh, b)
+        new_state, m = self.step_fn(self.state, batch, rng)
         m = host_scalars(m)
         loss = m["loss"]
         reason = self.guard.check(loss) if config.guard.enabled else None
@@ -243,7 +267,7 @@ class _Run:
         do_sample = step % config.sample_every == 0 or last
         if do_eval or do_sample:
             val, rows = self.evaluator(self.state.params)
-            if do_sample:
+            if do_sample and self.primary:
                 save_grid(self.workdir / "samples" / f"step_{step:07d}.png", rows)
             if do_eval:
                 self.record_validation(step, val)
@@ -264,5 +288,6 @@ class _Run:
             save_state(self.best_mgr, self.state, self.meta_now(), {"value": value})
             self.export(self.workdir / "best.pfj", val)
             self.writer.write({"step": step, "kind": "best", config.best_metric: value})
-        self.pbar.write(f"step {step}: " + ", ".join(
-            f"{k[4:]} {v:.4g}" for k, v in sorted(val.items()) if k.count("/") == 1))
+        if self.primary:
+            self.pbar.write(f"step {step}: " + ", ".join(
+                f"{k[4:]} {v:.4g}" for k, v in sorted(val.items()) if k.count("/") == 1))

@@ -2,13 +2,23 @@
 
 The batch y is made before the step: the JAX obfuscators (blur, pixelate, median) in their own
 small jitted function (`obfuscators.jitted`), the numpy ones (mask, swap) on the host; so the
-big step compiles once whatever the obfuscator."""
+big step compiles once whatever the obfuscator.
+
+Multi-process training obfuscates each process's rows of the global batch (`rows`): the
+per-image draws are those of the whole batch, sliced, so the result does not depend on the
+process count.
+"""
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from proface_jax import obfuscators
+from proface_jax.obfuscators.base import from_uint8_batch, to_uint8_batch
+from proface_jax.obfuscators.filters import _Filter
 
 
 class PreObfuscators:
@@ -32,10 +42,46 @@ class PreObfuscators:
             return obfuscators.jitted(obf.name, self.preset, self.mode)(rng, jnp.asarray(x))
         return obf(rng, np.asarray(x))
 
-    def __call__(self, rng, x):
-        """One obfuscator drawn from `rng` for the whole batch -> (y, name)."""
+    def __call__(self, rng, x, rows: slice | None = None, global_batch: int | None = None):
+        """One obfuscator drawn from `rng` for the whole batch -> (y, name).
+
+        With `rows` and `global_batch`: x holds rows `rows` of a global batch of `global_batch`
+        images and y is what the whole batch's obfuscation gives for those rows.
+        """
         obf, use = obfuscators.choose(rng, self.obfs)
-        return self.apply(obf, use, x), obf.name
+        if rows is None or rows.indices(int(global_batch)) == (0, int(global_batch), 1):  # the whole batch
+            return self.apply(obf, use, x), obf.name
+        return self.apply_rows(obf, use, x, rows, int(global_batch)), obf.name
+
+    def apply_rows(self, obf, rng, x, rows: slice, global_batch: int):
+        """`obf` on rows `rows` of a global batch, with the per-image draws of the whole batch."""
+        x = np.asarray(x, np.float32)
+        if len(x) != len(range(*rows.indices(global_batch))):
+            raise ValueError(f"{len(x)} images for rows {rows} of a batch of {global_batch}")
+        if isinstance(obf, _Filter):  # strengths [B] drawn, then a pure per-image filter
+            strengths = obf.draw(rng, global_batch, x.shape[1], x.shape[2])[rows]
+            return _jitted_apply(obf.name, self.preset, self.mode)(jnp.asarray(x), strengths)
+        if obf.name == "mask":
+            params = obf.draw(rng, global_batch)[rows]
+            u8 = to_uint8_batch(x, obf.name)
+            return from_uint8_batch(np.stack([obf.composite(im, *p) for im, p in zip(u8, params)]))
+        if obf.name == "swap":
+            from proface_jax.obfuscators.swap import swap_face
+
+            params = obf.draw(rng, global_batch)[rows]
+            u8 = to_uint8_batch(x, obf.name)
+            return from_uint8_batch(
+                np.stack([swap_face(t, obf._donor_for(t, i), s) for t, (i, s) in zip(u8, params)]))
+        # Any other obfuscator: run it on a whole-batch array (this process's rows in place, the
+        # others filled with copies of them): correct for per-image obfuscators, at B/len(x) the cost.
+        full = np.resize(x, (global_batch, *x.shape[1:]))
+        full[rows] = x
+        return np.asarray(self.apply(obf, rng, full))[rows]
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(name: str, preset: str, mode: str):
+    return jax.jit(obfuscators.make(name, preset=preset, mode=mode).apply)
 
 
 def obfuscator_names(config) -> list[str]:

@@ -16,7 +16,7 @@ import optax
 from jax.sharding import Mesh
 
 from proface_jax import keys, losses, protocol
-from proface_jax.training.mesh import batch_sharding, replicate, replicated
+from proface_jax.training.mesh import batch_sharding, is_multiprocess, replicate, replicated
 from proface_jax.training.state import (TrainState, flow_config, learning_rate_schedule, loss_config, make_optimizer,
                                         step_config)
 
@@ -70,7 +70,9 @@ def _jitted_steps(mesh: Mesh):
     rep, bat = replicated(mesh), batch_sharding(mesh)
     # config (the last positional argument) is static; in_shardings cover the others.
     train = jax.jit(train_step, static_argnums=(4,), in_shardings=(rep, bat, rep, rep), out_shardings=(rep, rep))
-    evaluate = jax.jit(eval_step, static_argnums=(3,), in_shardings=(rep, bat, rep))
+    # Across processes the eval outputs are gathered (replicated), so each process can read them whole.
+    evaluate = jax.jit(eval_step, static_argnums=(3,), in_shardings=(rep, bat, rep),
+                       **({"out_shardings": rep} if is_multiprocess(mesh) else {}))
     return train, evaluate
 
 

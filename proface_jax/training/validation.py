@@ -83,7 +83,7 @@ class Evaluator:
             except ValueError as e:  # e.g. swap with no donor other than the eval face itself
                 logger.warning("validation without %s: %s", obf.name, e)
                 continue
-            self.batches.append((obf.name, shard_batch({"x": self.x, "y": y, "K": K, "K_wrong": K_wrong}, mesh)))
+            self.batches.append((obf.name, y, shard_batch({"x": self.x, "y": y, "K": K, "K_wrong": K_wrong}, mesh)))
         self.step_fn = make_eval_step(config, mesh, lpips_params if config.loss.use_lpips else None)
 
     def __call__(self, params):
@@ -92,9 +92,9 @@ class Evaluator:
         per: dict[str, list[float]] = collections.defaultdict(list)
         out_metrics: dict[str, float] = {}
         rows = []
-        for k, (name, batch) in enumerate(self.batches):
+        for k, (name, y, batch) in enumerate(self.batches):
             out = jax.device_get(self.step_fn(params, batch))
-            x, y = np.asarray(batch["x"]), np.asarray(batch["y"])
+            x = self.x  # host copies: on several processes the device batch is not all addressable
             ref = {"x": x, "y": y}
             pairs = {"protect": (out["protected"], y), "recover": (out["recovered"], x),
                      "wrong": (out["wrong"], ref[wrong_ref])}
