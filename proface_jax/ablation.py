@@ -159,7 +159,10 @@ def train_all(s: Settings) -> dict[str, float]:
             log = open(wd / "train.log", "a")
             print(f"[ablate] {v}: training{'' if slot is None else f' on core {slot}'} (log {wd / 'train.log'})",
                   flush=True)
-            running[v] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), time.time(),
+            env = dict(os.environ)  # the child imports this very proface_jax (a checkout need not be installed)
+            env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])]
+                                                + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+            running[v] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(),
                           slot if slot is not None else -1)
         time.sleep(1.0)
         for v, (proc, t0, _) in list(running.items()):
