@@ -25,9 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT_METRICS = ("loss", "val/protect_psnr", "val/recover_psnr", "val/wrong_psnr_x")
-
-
 @dataclasses.dataclass
 class Settings:
     variants: list[str]
@@ -303,14 +300,16 @@ def plot_curves(results: dict, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     panels = [("loss", "train", "training loss"), ("val/protect_psnr", "eval", "privacy: PSNR(ŷ, y) dB"),
-              ("val/recover_psnr", "eval", "recovery: PSNR(x̌, x) dB"), ("val/wrong_psnr", "eval", "wrong key: PSNR dB")]
+              ("val/recover_psnr", "eval", "recovery: PSNR(x̌, x) dB"),
+              ("val/wrong_psnr", "eval", "wrong key: PSNR(ẍ, x) dB (randwr; y for obfswr)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), dpi=80)
     for ax, (metric, kind, title) in zip(axes, panels):
         for v, row in results["variants"].items():
             recs = [r for r in row["curves"][kind] if any(k.startswith(metric) for k in r)]
             key = next((k for k in (recs[0] if recs else {}) if k.startswith(metric)), None)
             if key:
-                ax.plot([r["seconds"] for r in recs], [r[key] for r in recs], label=v, marker="." if kind == "eval" else None)
+                ax.plot([r["seconds"] for r in recs], [r[key] for r in recs], label=v,
+                        marker="." if kind == "eval" else None)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("training seconds (one core)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -337,13 +336,15 @@ def report_md(results: dict) -> str:
         f"{', '.join(ev['obfuscators'])}, the same right and wrong keys, ŷ stored as an 8-bit PNG. "
         f"Device: {ev['device']}.", "",
         "Command:", "", "```", results["command"], "```", "",
-        "| variant | params | GFLOP/face | steps/s | privacy PSNR(ŷ, y) ↑ | recovery PSNR(x̌, x) ↑ | recovery SSIM ↑ | "
+        "| variant | params | GFLOP/face | steps/s | privacy PSNR(ŷ, y) ↑ | recovery PSNR(x̌, x) ↑ | "
+        "recovery SSIM ↑ | "
         "wrong vs x PSNR ↓ | wrong vs y PSNR | re-id ẍ top-1 ↓ | re-id ŷ top-1 ↓ |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for v, r in rows.items():
         lines.append(
-            f"| {v} | {r['parameters']:,} | {_fmt(r['flops_per_face'] / 1e9, '.2f')} | {_fmt(r['steps_per_s'], '.2f')} | "
+            f"| {v} | {r['parameters']:,} | {_fmt(r['flops_per_face'] / 1e9, '.2f')} | "
+            f"{_fmt(r['steps_per_s'], '.2f')} | "
             f"{r['privacy_psnr']:.2f} | {r['recovery_psnr']:.2f} | {r['recovery_ssim']:.3f} | "
             f"{r['wrong_vs_x_psnr']:.2f} | {r['wrong_vs_y_psnr']:.2f} | {r['reid_wrong_thumb_top1']:.3f} | "
             f"{r['reid_protected_thumb_top1']:.3f} |")

@@ -78,14 +78,6 @@ class Chain:
             ld = ld + d
         return z, ld
 
-    def flat(self, params, inverse: bool = False):
-        """[(step, its params)] of the leaf steps in the order they run (nested chains flattened)."""
-        out = []
-        for name, step in self.steps:
-            p = self._p(params, name)
-            out += step.flat(p) if isinstance(step, Chain) else [(step, p)]
-        return [(Invert(s), p) for s, p in reversed(out)] if inverse else out
-
 
 @dataclasses.dataclass(frozen=True)
 class Invert:
