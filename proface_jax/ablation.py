@@ -6,8 +6,8 @@ and loss, evaluate all on the same held-apart faces and keys, write a Table-IV-s
 
 Training is `proface_jax.training` with the `fast` preset (the schedule measured on CPU) at one
 size (no small first stage), LPIPS off unless `--lpips`; only `config.flow` differs between
-variants (`proface_jax.variants`). Each variant trains in its own process (pinned to one core
-with `--jobs` > 1, as many at a time) in DIR/<variant>/; a variant whose model.pfj already has
+variants (`proface_jax.variants`). Each variant trains in its own process, `--jobs` at a time
+(`--pin-cores`: each pinned to one core), in DIR/<variant>/; a variant whose model.pfj already has
 the step budget is skipped, and an interrupted one resumes from its orbax checkpoint.
 Evaluation is `proface_jax.evaluation` (Tables I–III from the 8-bit PNG, and the
 re-identification attacks) on all checkpoints side by side. Outputs: DIR/results.json,
@@ -45,6 +45,7 @@ class Settings:
     log_every: int = 10
     eval_every: int = 0  # 0: steps // 6
     progress_every_s: float = 30.0
+    pin_cores: bool = False
 
     def to_argv(self) -> list[str]:
         a = ["--variants", ",".join(self.variants), "--steps", str(self.steps), "--size", str(self.size),
@@ -151,10 +152,11 @@ def train_all(s: Settings) -> dict[str, float]:
             wd = workdir(s, v)
             wd.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "proface_jax.ablation", *s.to_argv(), "--train-one", v]
-            if slot is not None:
-                cmd += ["--core", str(slot)]
+            if slot is not None and s.pin_cores:
+                cmd += ["--core", str(slot), "--pin-cores"]
             log = open(wd / "train.log", "a")
-            print(f"[ablate] {v}: training{'' if slot is None else f' on core {slot}'} (log {wd / 'train.log'})",
+            where = f" on core {slot}" if slot is not None and s.pin_cores else ""
+            print(f"[ablate] {v}: training{where} (log {wd / 'train.log'})",
                   flush=True)
             env = dict(os.environ)  # the child imports this very proface_jax (a checkout need not be installed)
             env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])]
@@ -405,6 +407,9 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     ap.add_argument("--eval-every", type=int, default=0, help="validation/checkpoint interval (0: steps // 6)")
     ap.add_argument("--train-one", help=argparse.SUPPRESS)
     ap.add_argument("--core", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--pin-cores", action="store_true",
+                    help="pin each training process to one core (on a machine shared with others, pinning can "
+                         "leave a process on a busy core: off by default, the scheduler spreads the processes)")
     a = ap.parse_args(argv)
     names = [v.strip() for v in a.variants.split(",") if v.strip()]
     if not names or len(set(names)) != len(names):
@@ -413,14 +418,15 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
         ap.error("--steps >= 1, --size a multiple of 4 (>= 16), --jobs >= 1")
     s = Settings(variants=names, steps=a.steps, size=a.size, data=a.data, out=a.out, batch=a.batch, seed=a.seed,
                  jobs=a.jobs, mode=a.mode, preset=a.preset, lpips=a.lpips, eval_n=a.eval_n, eval_split=a.eval_split,
-                 eval_batch=a.eval_batch, obfuscators=a.obfuscators, log_every=a.log_every, eval_every=a.eval_every)
+                 eval_batch=a.eval_batch, obfuscators=a.obfuscators, log_every=a.log_every, eval_every=a.eval_every,
+                 pin_cores=a.pin_cores)
     return s, a
 
 
 def main(argv=None) -> int:
     s, a = parse_args(argv)
     if a.train_one:
-        if a.core is not None and hasattr(os, "sched_setaffinity"):
+        if a.core is not None and a.pin_cores and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {a.core})
         train_one(s, a.train_one)
         return 0
