@@ -26,13 +26,19 @@ import jax
 import numpy as np
 from flax import serialization
 
+from proface_jax.flow import CHOICES as FLOW_CHOICES
 from proface_jax.flow import FlowConfig, init_params
 from proface_jax.errors import ProfaceError, one_line
 from proface_jax.images import atomic_write_bytes
 
 MAGIC = b"PFJCKPT\x01"
 FORMAT = "proface-jax-checkpoint"
-VERSION = 1
+# Version 2: a flow variant (a variant axis of FlowConfig off the paper's value). The paper's
+# network is still written as version 1 (same payload, same model id as before variants); files by
+# older writers stay readable; an older reader refuses a variant's file instead of running it
+# as the paper (a noise stand-in or a permutation has no params to mismatch).
+VERSION = 2
+VERSIONS = (1, 2)
 MODES = ("randwr", "obfswr")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SUFFIX = ".pfj"
@@ -56,6 +62,10 @@ class Checkpoint(NamedTuple):
     path: str
 
 
+def _is_variant(cfg: FlowConfig) -> bool:
+    return any(getattr(cfg, name) != getattr(FlowConfig(), name) for name in FLOW_CHOICES)
+
+
 def model_id_of(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
@@ -70,7 +80,7 @@ def save_checkpoint(path: str | os.PathLike, params, config: FlowConfig | Mappin
     _check_shapes(host, cfg, str(path))
     payload = serialization.msgpack_serialize(host)
     header = {
-        "format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "mode": mode,
+        "format": FORMAT, "version": VERSION if _is_variant(cfg) else 1, "config": cfg.to_dict(), "mode": mode,
         "payload_bytes": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "meta": dict(meta or {}),
     }
@@ -149,9 +159,9 @@ def _check_header(header, path: Path) -> None:
         raise CheckpointError(f"{path}: corrupt checkpoint header (not a JSON object)")
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a proface-jax checkpoint (format {one_line(header.get('format'), 40)!r})")
-    if header.get("version") != VERSION:
+    if not _is_int(header.get("version")) or header.get("version") not in VERSIONS:
         raise CheckpointError(f"{path}: checkpoint version {one_line(header.get('version'), 20)} is not supported "
-                              f"(this proface-jax reads version {VERSION})")
+                              f"(this proface-jax reads versions {VERSIONS})")
     missing = [k for k in ("config", "mode", "payload_bytes", "payload_sha256") if k not in header]
     if missing:
         raise CheckpointError(f"{path}: corrupt checkpoint header: missing {missing}")
@@ -176,6 +186,11 @@ def _check_header(header, path: Path) -> None:
         raise CheckpointError(f"{path}: invalid config in checkpoint: precision must be a string")
     if "reversible_backprop" in cfg and not isinstance(cfg["reversible_backprop"], bool):
         raise CheckpointError(f"{path}: invalid config in checkpoint: reversible_backprop must be true or false")
+    # the variant axes (issue 21): enums; a header without them (files before variants) is the paper's
+    for name, allowed in FLOW_CHOICES.items():
+        if name in cfg and cfg[name] not in allowed:
+            raise CheckpointError(f"{path}: invalid config in checkpoint: {name} must be one of {allowed}, "
+                                  f"got {one_line(cfg[name], 40)!r}")
 
 
 def load_checkpoint(path_or_name: str | os.PathLike) -> Checkpoint:
@@ -231,7 +246,9 @@ def _check_shapes(params, cfg: FlowConfig, where: str) -> None:
     missing = sorted(set(want_flat) - set(got_flat))
     extra = sorted(set(got_flat) - set(want_flat))
     if missing or extra:
-        raise CheckpointError(f"{where}: params do not match config (num_blocks={cfg.num_blocks}): "
+        raise CheckpointError(f"{where}: params do not match config (num_blocks={cfg.num_blocks}, "
+                              f"coupling={cfg.coupling}, conditioner={cfg.conditioner}, "
+                              f"key_injection={cfg.key_injection}, mixing={cfg.mixing}): "
                               f"missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
                               f"unexpected {extra[:3]}{'…' if len(extra) > 3 else ''}")
     for k, shape in want_flat.items():

@@ -355,12 +355,26 @@ def convert_state_dict(state_dict: Mapping[str, Any], strict: bool = True) -> tu
     return params, {"num_blocks": num_blocks, "prefix": prefix, "ignored": unexpected}
 
 
+def require_paper_variant(config) -> None:
+    """The authors' checkpoints are the paper's network: any other flow variant is refused."""
+    from proface_jax.flow import CHOICES, FlowConfig
+
+    cfg = FlowConfig.from_any(config)
+    off = {k: getattr(cfg, k) for k in CHOICES if getattr(cfg, k) != getattr(FlowConfig(), k)}
+    if off:
+        raise ConversionError(f"the authors' PyTorch weights are the paper's network; a flow variant ({off}) "
+                              f"cannot be converted (only the 'paper' variant, any num_blocks)")
+
+
 def convert_file(src: str | Path, out: str | Path, mode: str = "randwr", use_torch: bool | None = None,
-                 strict: bool = True, clamp: float = 2.0) -> dict:
-    """Reads the authors' .pth, writes our .pfj; returns a summary (model id, N, reader, ignored keys)."""
+                 strict: bool = True, clamp: float = 2.0, config=None) -> dict:
+    """Reads the authors' .pth, writes our .pfj; returns a summary (model id, N, reader, ignored keys).
+    `config`, if given, must be the paper's variant (`require_paper_variant`)."""
     from proface_jax.checkpoint import MODES, save_checkpoint
     from proface_jax.flow import FlowConfig
 
+    if config is not None:
+        require_paper_variant(config)
     if mode not in MODES:
         raise ConversionError(f"mode must be one of {MODES}, got {mode!r}")
     src = Path(src)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from proface_jax import coupling, flow, protocol
+from proface_jax import flow, protocol, variants
 from proface_jax.testing import random_params  # noqa: F401  (the CLI's --random-scale; benchmarks import it here)
 from proface_jax.dwt import haar_dwt, haar_iwt
 
@@ -34,18 +34,19 @@ def _err(a, b):
 
 
 def round_trip_errors(params, x, y, K, config=None) -> dict[str, tuple[float, float]]:
-    """{'dwt', 'block_i', 'flow'} -> (max |Δ|, mean |Δ|), in the dtype of the inputs."""
+    """{'dwt', 'block_i' (and 'mix_i'), 'flow'} -> (max |Δ|, mean |Δ|), in the dtype of the inputs."""
     cfg = flow.FlowConfig.from_any(config)
     out = {"dwt": _err(haar_iwt(haar_dwt(x)), x)}
-    X, Y = haar_dwt(x), haar_dwt(y)
-    fwd = jax.jit(lambda p, X, Y, K: coupling.sacb_forward(p, X, Y, K, clamp=cfg.clamp, precision=cfg.precision))
-    inv = jax.jit(lambda p, X, Y, K: coupling.sacb_inverse(p, X, Y, K, clamp=cfg.clamp, precision=cfg.precision))
-    for name in flow.block_names(params):
-        X1, Y1 = fwd(params[name], X, Y, K)
-        X0, Y0 = inv(params[name], X1, Y1, K)
+    z = (haar_dwt(x), haar_dwt(y))
+    # each step of the variant's wavelet chain (blocks, and mixers if any) on its real input
+    for name, step in flow.wavelet_chain(cfg, len(flow.block_names(params))).steps:
+        fwd = jax.jit(lambda p, z, K, step=step: step.forward(p, z, K)[0])
+        inv = jax.jit(lambda p, z, K, step=step: step.inverse(p, z, K)[0])
+        z1 = fwd(params[name], z, K)
+        (X0, Y0), (X, Y) = inv(params[name], z1, K), z
         out[name] = tuple(max(e) if i == 0 else (e[0] + e[1]) / 2
                           for i, e in enumerate(zip(_err(X0, X), _err(Y0, Y))))
-        X, Y = X1, Y1
+        z = z1
     protected, byproduct = protocol.protect_jit(params, x, y, K, cfg)
     x2, y2 = protocol.unprotect_jit(params, protected, byproduct, K, cfg)
     ex, ey = _err(x2, x), _err(y2, y)
@@ -88,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shift-scale", type=float, default=0.5, help="last-conv gain of the random shift nets")
     ap.add_argument("--internal-gain", type=float, default=1.0, help="gain of convs 1-4 of the random subnets")
     ap.add_argument("--num-blocks", type=int, default=3, help="N for random params")
+    ap.add_argument("--variant", default="paper", choices=variants.names(), help="flow variant for random params")
     ap.add_argument("--images", help="folder of face images (default: uniform noise images)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--size", type=int, default=112)
@@ -104,9 +106,9 @@ def main(argv=None) -> int:
             return 2
         params, cfg, what = ck.params, ck.config, f"checkpoint {ck.path} (model {ck.model_id}, {ck.mode})"
     else:
-        cfg = flow.FlowConfig(num_blocks=args.num_blocks)
+        cfg = variants.get(args.variant, num_blocks=args.num_blocks)
         params = random_params(rng, cfg, args.random_scale, args.shift_scale, args.internal_gain)
-        what = (f"random params (N={cfg.num_blocks}, last-conv gains scale {args.random_scale} / "
+        what = (f"random params (variant {args.variant}, N={cfg.num_blocks}, last-conv gains scale {args.random_scale} / "
                 f"shift {args.shift_scale}, seed {args.seed})")
     shape = (args.batch, args.size, args.size, 3)
     if args.images:

@@ -17,7 +17,8 @@ def random_params(rng, config=None, scale: float = 1.0, shift_scale: float = 0.5
     matter, and a large `scale` drives e(s) into the soft clamp's saturation
     (|log e| → clamp), where inverses are hardest. Shifts are unbounded, so a
     large shift gain only inflates the values (and absolute float32 errors with
-    them) without testing anything new.
+    them) without testing anything new. Any variant's params (`flow.FlowConfig`): FiLM convs
+    take `internal_gain`; mixers' params (LU factors, log-scales) are drawn with std 0.1·internal_gain.
     """
     params = flow.init_params(rng, config)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -26,7 +27,7 @@ def random_params(rng, config=None, scale: float = 1.0, shift_scale: float = 0.5
     for (path, leaf), k in zip(leaves, keys):
         names = [getattr(p, "key", None) for p in path]
         gain = internal_gain
-        if "conv5" in names:
+        if "conv5" in names or "head" in names:  # the last conv (dense; resnet / unet)
             gain = scale if ("omega" in names or "rho" in names) else shift_scale
         if leaf.ndim == 4:  # HWIO kernel
             std = np.sqrt(2.0 / (leaf.shape[0] * leaf.shape[1] * leaf.shape[2]))

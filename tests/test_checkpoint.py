@@ -66,3 +66,58 @@ def test_shipped_models_load_by_name():
     for name in checkpoint.shipped_names():
         ck = proface_jax.load_checkpoint(name)
         assert ck.mode == name and proface_jax.param_count(ck.params) == 1_073_040
+
+
+def _rewrite_header(src, dst, edit):
+    import json
+    import struct
+
+    data = src.read_bytes()
+    n = len(checkpoint.MAGIC)
+    (hlen,) = struct.unpack(">I", data[n:n + 4])
+    header = edit(json.loads(data[n + 4:n + 4 + hlen]))
+    h = json.dumps(header).encode()
+    dst.write_bytes(checkpoint.MAGIC + struct.pack(">I", len(h)) + h + data[n + 4 + hlen:])
+    return dst, header
+
+
+def _version(path):
+    import json
+    import struct
+
+    data = path.read_bytes()
+    n = len(checkpoint.MAGIC)
+    (hlen,) = struct.unpack(">I", data[n:n + 4])
+    return json.loads(data[n + 4:n + 4 + hlen])["version"]
+
+
+@pytest.mark.parametrize("field,value", [("coupling", "spline"), ("conditioner", ["dense"]), ("key_injection", 1),
+                                         ("standin", None), ("mixing", {"a": 1})])
+def test_variant_fields_of_a_strangers_header_are_validated(saved, tmp_path, field, value):
+    bad, _ = _rewrite_header(saved[0], tmp_path / "bad.pfj", lambda h: {**h, "config": {**h["config"], field: value}})
+    with pytest.raises(CheckpointError, match=f"invalid config in checkpoint: {field} must be one of"):
+        proface_jax.load_checkpoint(bad)
+
+
+def test_variants_are_recorded_and_versioned(saved, tmp_path):
+    from proface_jax import variants
+
+    assert _version(saved[0]) == 1  # the paper's network: version 1, readable by older proface-jax
+    cfg = variants.get("film", num_blocks=1)
+    params = proface_jax.init_params(jax.random.key(0), cfg)
+    path = tmp_path / "film.pfj"
+    proface_jax.save_checkpoint(path, params, cfg)
+    assert _version(path) == 2  # older readers refuse it instead of running it as the paper
+    assert proface_jax.load_checkpoint(path).config == cfg  # the user never repeats the variant
+    # a header from before variants (no variant fields) reads as the paper's
+    old, _ = _rewrite_header(saved[0], tmp_path / "old.pfj", lambda h: {
+        **h, "config": {k: h["config"][k] for k in ("num_blocks", "clamp", "init_scale", "precision")}})
+    assert proface_jax.load_checkpoint(old).config == proface_jax.FlowConfig(num_blocks=1)
+    v3, _ = _rewrite_header(saved[0], tmp_path / "v3.pfj", lambda h: {**h, "version": 3})
+    with pytest.raises(CheckpointError, match="version 3 is not supported"):
+        proface_jax.load_checkpoint(v3)
+    # a variant's params under the paper's config (or the reverse) is a mismatch, named
+    mixed, _ = _rewrite_header(path, tmp_path / "mixed.pfj", lambda h: {**h, "config": {**h["config"],
+                                                                                      "key_injection": "concat"}})
+    with pytest.raises(CheckpointError, match="do not match config.*key_injection=concat"):
+        proface_jax.load_checkpoint(mixed)

@@ -370,3 +370,15 @@ def test_without_torch_the_restricted_reader_is_used(synthetic, monkeypatch):
     obj, reader = ct.read_checkpoint(synthetic["pth"])
     assert "restricted" in reader
     assert set(obj) == set(synthetic["sd"])
+
+
+def test_only_the_paper_variant_is_converted(tmp_path):
+    from proface_jax import variants
+
+    ct.require_paper_variant(variants.get("paper"))
+    ct.require_paper_variant(variants.get("n2"))  # any N
+    for name in ("additive", "film", "keyless", "glow"):
+        with pytest.raises(ct.ConversionError, match="paper's network.*cannot be converted"):
+            ct.require_paper_variant(variants.get(name))
+    with pytest.raises(ct.ConversionError, match="cannot be converted"):
+        ct.convert_file(tmp_path / "missing.pth", tmp_path / "o.pfj", config=variants.get("film"))

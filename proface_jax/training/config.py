@@ -48,7 +48,13 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # ---- model (proface_jax.flow.FlowConfig)
     c.flow = ml_collections.ConfigDict(dict(num_blocks=3, clamp=2.0, init_scale=0.01, precision="highest",
-                                            reversible_backprop=False))  # True: less memory, ~1.3× time
+                                            reversible_backprop=False,  # True: less memory, ~1.3× time
+                                            # variant axes (proface_jax.variants presets; the paper's values):
+                                            coupling="affine",  # | additive | affine_sigmoid
+                                            conditioner="dense",  # | resnet | unet
+                                            key_injection="concat",  # | film | none
+                                            standin="key",  # | noise
+                                            mixing="none"))  # | permute | inv1x1
     c.init_from = ""  # a .pfj to start from (warm start, e.g. ObfsWR from a RandWR model); fresh optimiser
     c.quantize_protected = True  # straight-through 8-bit rounding of ŷ before recovery
 
