@@ -49,14 +49,22 @@ def store_as(protected, store: str):
     return _STORE_FNS[store](protected)
 
 
-def forward(params, x, y, K, K_wrong, config=None, *, store: str = "png", float_recoveries: bool = False) -> dict:
+def forward(params, x, y, K, K_wrong, config=None, *, store: str = "png", float_recoveries: bool = False,
+            paired: bool = True) -> dict:
     """{'protected', 'byproduct', 'stored', 'recovered', 'recovered_byproduct', 'wrong',
-    'wrong_byproduct'} (+ 'recovered_float', 'wrong_float' with float_recoveries)."""
+    'wrong_byproduct'} (+ 'recovered_float', 'wrong_float' with float_recoveries).
+
+    `paired`: the right- and wrong-key recoveries as one inverse pass over the stacked batch
+    (`flow.recover_keys`: larger convolutions, one traced flow); False: two `flow.recover`
+    calls. The same values up to float32 rounding (the convolutions' batch differs)."""
     cfg = flow.FlowConfig.from_any(config)
     protected, byproduct = flow.protect(params, x, y, K, cfg)
     stored = store_as(protected, store)
-    recovered, recovered_by = flow.recover(params, stored, K, cfg)
-    wrong, wrong_by = flow.recover(params, stored, K_wrong, cfg)
+    if paired:
+        (recovered, recovered_by), (wrong, wrong_by) = flow.recover_keys(params, stored, (K, K_wrong), cfg)
+    else:
+        recovered, recovered_by = flow.recover(params, stored, K, cfg)
+        wrong, wrong_by = flow.recover(params, stored, K_wrong, cfg)
     out = {"protected": protected, "byproduct": byproduct, "stored": stored, "recovered": recovered,
            "recovered_byproduct": recovered_by, "wrong": wrong, "wrong_byproduct": wrong_by}
     if float_recoveries:
@@ -66,7 +74,7 @@ def forward(params, x, y, K, K_wrong, config=None, *, store: str = "png", float_
 
 
 # The jitted entry points (the flow config is static: one compile per config and batch shape).
-forward_jit = jax.jit(forward, static_argnums=(5,), static_argnames=("store", "float_recoveries"))
+forward_jit = jax.jit(forward, static_argnums=(5,), static_argnames=("store", "float_recoveries", "paired"))
 protect_jit = jax.jit(flow.protect, static_argnums=(4,))
 recover_jit = jax.jit(flow.recover, static_argnums=(3,))
 unprotect_jit = jax.jit(flow.unprotect, static_argnums=(4,))

@@ -57,6 +57,7 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             mixing="none"))  # | permute | inv1x1
     c.init_from = ""  # a .pfj to start from (warm start, e.g. ObfsWR from a RandWR model); fresh optimiser
     c.quantize_protected = True  # straight-through 8-bit rounding of ŷ before recovery
+    c.paired_recovery = True  # right- and wrong-key recoveries as one inverse pass (False: two; same values)
 
     # ---- pre-obfuscators: one drawn per batch
     c.obfuscators = "blur,pixelate,median,mask,swap"

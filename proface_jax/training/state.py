@@ -26,11 +26,11 @@ class TrainState:
 # What a step reads from the config. Steps are jitted with this (frozen, hashable) part as a
 # static argument, so runs in one process that differ elsewhere (paths, step counts, logging)
 # share compiled steps.
-STEP_KEYS = ("mode", "flow", "loss", "quantize_protected", "optim")
+STEP_KEYS = ("mode", "flow", "loss", "quantize_protected", "paired_recovery", "optim")
 
 
 def step_config(config) -> ml_collections.FrozenConfigDict:
-    d = {k: config[k] for k in STEP_KEYS}
+    d = {k: config[k] for k in STEP_KEYS if k in config}  # configs saved before a key existed lack it
     if config.optim.schedule != "constant":
         d["num_train_steps"] = config.num_train_steps
     return ml_collections.FrozenConfigDict(d)

@@ -24,7 +24,8 @@ from proface_jax.training.state import (TrainState, flow_config, learning_rate_s
 def forward(params, x, y, K, K_wrong, config, *, straight_through: bool = True) -> dict:
     """The shared forward with this run's flow config and storage of ŷ (8-bit if quantize_protected)."""
     store = ("straight_through" if straight_through else "round") if config.quantize_protected else "float"
-    return protocol.forward(params, x, y, K, K_wrong, flow_config(config), store=store)
+    return protocol.forward(params, x, y, K, K_wrong, flow_config(config), store=store,
+                            paired=bool(config.get("paired_recovery", True)))
 
 
 def step_keys(rng, batch_size: int, height: int, width: int):
