@@ -30,7 +30,7 @@ from proface_jax.training import config as train_config  # noqa: E402
 from proface_jax.training import distributed  # noqa: E402
 from proface_jax.training.obfuscation import PreObfuscators  # noqa: E402
 
-RUN_TIMEOUT = 240  # seconds, per training process
+RUN_TIMEOUT = 480  # seconds, per training run: generous, a loaded 2-core machine took 240+ s (a hang still fails)
 
 
 # --------------------------------------------------------------------------- in-process pieces
