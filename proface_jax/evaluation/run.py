@@ -59,7 +59,8 @@ import numpy as np
 
 from proface_jax import checkpoint as ckpt_lib
 from proface_jax import flow, images, input_pipeline
-from proface_jax.evaluation import figures, keyless, reid, robustness, security, tables
+from proface_jax.input_pipeline import augment
+from proface_jax.evaluation import figures, identity, keyless, recognizer, reid, robustness, security, tables
 from proface_jax.evaluation.faces import build_obfuscators, load_faces, obfuscate, random_maps, unique_labels
 from proface_jax.evaluation.model import Model
 from proface_jax.evaluation.options import FEW_FACES, parse_args
@@ -127,6 +128,8 @@ class Context:
     SEC_PICS: dict = dataclasses.field(default_factory=dict)
     ATT_PICS: dict = dataclasses.field(default_factory=dict)
     ROB_PICS: dict = dataclasses.field(default_factory=dict)
+    IMAGES: dict = dataclasses.field(default_factory=dict)  # (label, obf) -> {key: uint8 images} (identity)
+    ATT_EST: dict = dataclasses.field(default_factory=dict)  # label | '_baseline' -> {obf: uint8 estimates}
     y_vs_x: dict = dataclasses.field(default_factory=dict)
     y_feats: dict = dataclasses.field(default_factory=dict)
 
@@ -154,6 +157,8 @@ def setup(args, out: Path, data: str) -> Context:
     except ValueError as e:
         hint = "; `--split all` scores every face of the source" if args.split != "all" else ""
         raise NoFaces(f"{e}{hint}") from None
+    if args.jitter:
+        x_u8, _ = augment.jitter_faces(x_u8, args.seed)
     x = images.to_unit(x_u8)
     try:
         donors, _ = load_faces(data, "validation", args.donor_limit, args.seed, size)
@@ -200,6 +205,8 @@ def results_skeleton(ctx: Context, argv) -> dict:
             "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "batch": ctx.batch, "psnr_cap_db": PSNR_CAP, "fail_psnr": args.fail_psnr,
             "argv": sys.argv[1:] if argv is None else list(argv), "faces": [str(nm) for nm in ctx.names],
+            "jitter": dataclasses.asdict(augment.EVAL_JITTER) if args.jitter else None, "skipped": list(args.skip),
+            "recognizer": args.recognizer,
             "warnings": warnings_for(args, ctx.n)}
     return {
         "meta": meta,
@@ -207,7 +214,7 @@ def results_skeleton(ctx: Context, argv) -> dict:
         "checkpoints": {m.label: {"path": m.ck.path, "mode": m.mode, "model_id": m.ck.model_id,
                                   "config": m.cfg.to_dict(), "meta": m.ck.meta,
                                   "parameters": flow.param_count(m.ck.params)} for m in ctx.models},
-        "tables": {}, "security": {}, "attacks": {}, "keyless": {}, "robustness": {}, "figures": {},
+        "tables": {}, "security": {}, "attacks": {}, "keyless": {}, "identity": {}, "robustness": {}, "figures": {},
     }
 
 
@@ -224,6 +231,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     T = Sections(progress=not args.no_progress)
     t_all = time.perf_counter()
+    if args.recognizer == "on" and not recognizer.available():
+        try:
+            recognizer.model_dir()
+        except recognizer.RecognizerMissing as e:
+            print(f"error: {e} (or leave the section out: --recognizer off)", file=sys.stderr)
+            return 2
     m0 = jax.devices()[0]
     print(f"[evaluate] device {m0.platform}: {m0.device_kind} ({os.cpu_count()} CPU cores); jax {jax.__version__}",
           flush=True)
@@ -243,8 +256,11 @@ def main(argv=None) -> int:
         tables.run_section(ctx, bar)
     score_pre_obfuscated(ctx)
     for name, section, total in (("2. security", security, k), ("3. re-identification attacks", reid, k),
-                                 ("4. keyless attacker", keyless, k + 1), ("5. robustness", robustness, k * o),
-                                 ("6. figures", figures, 4)):
+                                 ("4. keyless attacker", keyless, k + 1), ("4b. face recognizer", identity, k + 1),
+                                 ("5. robustness", robustness, k * o), ("6. figures", figures, 4)):
+        if section.__name__.rsplit(".", 1)[-1] in args.skip:
+            print(f"[evaluate] {name}: skipped (--skip)", flush=True)
+            continue
         with T(name, total=total) as bar:
             section.run_section(ctx, bar)
     T.seconds["total"] = time.perf_counter() - t_all
