@@ -133,3 +133,17 @@ def from_config(c, seed: int) -> Augment | None:
                     brightness=float(a.brightness), contrast=float(a.contrast), saturation=float(a.saturation),
                     channel_gain=float(a.channel_gain))
     return Augment(r, float(a.prob), seed)
+
+
+class Augmented:
+    """A source whose batches the batch iterator passes through `augment(images, step)` (the
+    faces themselves are unchanged; `BatchIterator` calls `augment_batch` on each batch)."""
+
+    def __init__(self, source, augment: Augment):
+        self.source, self.augment_batch = source, augment
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        return self.source[index]
