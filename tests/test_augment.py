@@ -64,3 +64,26 @@ def test_augmented_batches_are_seeded_and_resume_exactly(utkface_faces):
     # prob 0: the batch is returned exactly
     none = augment.Augment(augment.JitterRange(), prob=0.0, seed=3)
     assert np.array_equal(none(plain[0], 0), plain[0])
+
+
+def test_training_runs_with_augmentation_and_weights(tmp_path):
+    """Two smoke steps with both switches on: the train split is wrapped, validation is not."""
+    from experiments.configs import smoke
+    from proface_jax import images
+    from proface_jax import training as train
+    from proface_jax.training.validation import open_split
+
+    root = tmp_path / "faces"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(24):
+        images.save_png(root / f"face_{k:03d}.png", images.resize(rng.uniform(0, 255, (5, 5, 3)).astype(np.uint8), (40, 40)))
+    c = smoke.get_config()
+    c.data = f"folder:{root}"
+    c.num_train_steps = 2
+    c.augment.enabled = True
+    c.obfuscator_weights = "mask=2"
+    assert isinstance(open_split(c, "train"), augment.Augmented)
+    assert not isinstance(open_split(c, "validation"), augment.Augmented)
+    out = train.train_and_evaluate(c, tmp_path / "work")
+    assert out["step"] == 2
