@@ -126,3 +126,29 @@ def test_jitter_is_seeded_and_changes_the_crop(faces):
     # a pure shift by 11 of 112 pixels moves the content by 11 pixels
     sh = augment.apply(faces[0], augment.Jitter(dx=11 / 112))
     assert np.abs(sh[:, :50].astype(int) - faces[0][:, 11:61]).max() <= 1
+
+
+def test_model_card_identity_section_replaces_itself():
+    """The card's identity section (experiments/model_card.py): retirement text, rows, fidelity table, idempotent."""
+    from experiments import model_card
+
+    def hits(k):
+        return {"top1": np.arange(10) < k, "top5": np.arange(10) < k + 2, "verify": np.arange(10) < k}
+    y = {"blur": hits(2)}
+    rows = {p: identity.row({"blur": hits(9 if p == "wrong_recovery" else 2)}, y) for p in identity.PROBES}
+    rows["correct_recovery"] = {**identity.row({"blur": hits(10)}, None), "verdict": "same person"}
+    I = {"far": 1e-3, "threshold": 0.4, "impostor_pairs": 45, "gallery": 10, "obfuscators": ["blur"],
+         "chance": {"top1": 0.1, "top5": 0.5, "verify": 1e-3}, "pre_obfuscated": identity.row(y, None),
+         "models": {"m (randwr)": rows}}
+    t = {m: {"psnr": 30.0, "ssim": 0.9, "lpips": 0.1} for m in ("privacy", "recovery", "wrong_vs_x")}
+    R = {"meta": {"n_faces": 10, "argv": ["--n", "10"]}, "identity": I, "tables": {"m (randwr)": {"8bit": {"avg": t}}},
+         "keyless": {}}
+    sec = model_card.identity_section("randwr", "m (randwr)", R, R)
+    text = "\n".join(sec)
+    assert "Issue 8's thumbnail target is retired" in text and "y, not chance" in text
+    assert "| ẍ wrong-key recovery |" in text and "**leaks** (top1" in text and "**same person**" in text
+    assert "python -m experiments.evaluate --n 10" in text and "jittered test PSNR" in text
+    card = "# card\n\nbody\n\n## Caveats\n\nend\n"
+    once = model_card.update_identity(card, sec)
+    assert once.index("retired") < once.index("## Caveats") and once.endswith("end\n")
+    assert model_card.update_identity(once, sec) == once
