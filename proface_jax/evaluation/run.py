@@ -2,6 +2,7 @@
 
     python -m experiments.evaluate --checkpoint PATH [--checkpoint PATH2 ...] --data SOURCE \
         --out DIR [--split test|all] [--n 1000] [--size 112] [--seed 0] [--quick] [--no-lpips] [--template-dir DIR]
+        [--jitter] [--recognizer on|off] [--impostors 300] [--skip security|keyless|robustness]
 
 (`main(argv)` here is that command; `evaluation.options` its flags.)
 
@@ -15,7 +16,9 @@ Protocol
 * Faces: a fixed-seed sample of n faces (`input_pipeline.test_sample`; all if fewer) of the
   source's test split, or with `--split all` of all its faces (a folder of your own: the hash
   split would score only about a tenth of it), centre-cropped and resized to size×size. The
-  report says which split and how many faces, and warns below `options.FEW_FACES`.
+  report says which split and how many faces, and warns below `options.FEW_FACES`. With
+  `--jitter` every face is then re-cropped once, seeded per face (`input_pipeline.augment`:
+  scale 0.8–1.25, shift ±10 %, rotation ±10°, colour): faces unlike the aligned training crops.
 * Pre-obfuscation: each obfuscator in its eval setting (`--preset`, default paper112): blur,
   pixelate, median, mask, swap (donors: the validation split of the same source; never test
   faces), and template (precomputed outputs) only with `--template-dir`.
@@ -34,12 +37,18 @@ Sections (each shows a progress bar with the time left, and prints its wall time
 with y, byproducts; 3. `reid` — re-identification attacks (matchers in `attacks`: 16×16
 thumbnail correlation, LPIPS-VGG deep features; top-1/top-5 vs chance); 4. `keyless` — a keyless
 attacker (U-Net trained on (ŷ, x) pairs of the train split) against a random-key recovery, with
-a y -> x network as the no-protection baseline; 5. `robustness` — recovery after JPEG, resizing
+a y -> x network as the no-protection baseline; 4b. `identity` — a real face recognizer
+(`recognizer`: dlib's ResNet) on y, ŷ, x̌, ẍ, the byproducts and both attackers' outputs: top-1 /
+top-5 re-identification and verification at FAR 1e-3 against the original, Wilson intervals, and an
+exact McNemar test against y (the baseline: y is public, and ẍ or an attacker's output needs no
+password), with a verdict per row ("no more than y" / "leaks"); 5. `robustness` — recovery after JPEG, resizing
 and ±1-level noise; 6. `figures` — Fig.-5- and Fig.-9-style grids, robustness, attacker. The
 report is `report`, the scoring `scoring`, the model `model` (the shared forward of
 `proface_jax.protocol`), the inputs `faces`.
 
-`--quick` shrinks everything (8 faces, a few attack steps) for a CPU smoke run of a few minutes.
+`--quick` shrinks everything (8 faces, a few attack steps, no recognizer unless `--recognizer on`)
+for a CPU smoke run of a few minutes. `--skip` leaves out the security, keyless or robustness
+section (the report says so; the recognizer then has no attacker rows without keyless).
 """
 from __future__ import annotations
 
