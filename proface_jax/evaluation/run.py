@@ -214,7 +214,7 @@ def results_skeleton(ctx: Context, argv) -> dict:
             "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "batch": ctx.batch, "psnr_cap_db": PSNR_CAP, "fail_psnr": args.fail_psnr,
             "argv": sys.argv[1:] if argv is None else list(argv), "faces": [str(nm) for nm in ctx.names],
-            "jitter": dataclasses.asdict(augment.EVAL_JITTER) if args.jitter else None, "skipped": list(args.skip),
+            "jitter": dataclasses.asdict(augment.EVAL_JITTER) if args.jitter else False, "skipped": list(args.skip),
             "recognizer": args.recognizer,
             "warnings": warnings_for(args, ctx.n)}
     return {
