@@ -2,7 +2,12 @@
 
     python -m experiments.model_card --checkpoint proface_jax/weights/randwr.pfj \
         --results eval/results.json --label "randwr.pfj (randwr)" [--metrics W/metrics.jsonl] \
-        [--hardware "..."] [--wall-time "..."] [--command "..."] --out proface_jax/weights/randwr.md
+        [--hardware "..."] [--wall-time "..."] [--command "..."] \
+        [--identity eval_id/results.json [--identity-jitter eval_jit/results.json]] --out proface_jax/weights/randwr.md
+
+    # only (re)write the identity section of an existing card, between its markers (or before "## Caveats"):
+    python -m experiments.model_card --checkpoint proface_jax/weights/randwr.pfj --label "randwr.pfj (randwr)" \
+        --identity eval_id/results.json --identity-jitter eval_jit/results.json --update proface_jax/weights/randwr.md
 
 Every figure comes from the files given (nothing is typed in by hand): the training setting and
 step count from the checkpoint's metadata, the test metrics (8-bit PNG scoring, per obfuscator
@@ -122,18 +127,156 @@ def card(ck, R: dict, label: str, metrics_rows: list[dict], hardware: str, wall_
     return "\n".join(out)
 
 
+IDENTITY_BEGIN = "<!-- identity section: written by `python -m experiments.model_card --identity ...`; edit there -->"
+IDENTITY_END = "<!-- end of identity section -->"
+IDENTITY_ROWS = (("pre_obfuscated", "y pre-obfuscated (the baseline)"), ("protected", "ŷ protected"),
+                 ("wrong_recovery", "ẍ wrong-key recovery"), ("byproduct_protect", "x̂ protection byproduct"),
+                 ("byproduct_recover", "y̌ recovery byproduct"), ("byproduct_wrong", "wrong-key recovery byproduct"),
+                 ("attacker", "keyless attacker's estimate from ŷ"),
+                 ("attacker_baseline", "y → x network's estimate from y"), ("correct_recovery", "x̌ right password"))
+RETIRED_ISSUE_8 = (
+    "**Issue 8's thumbnail target is retired.** It asked that wrong-key recoveries ẍ be re-identified by the "
+    "16×16-thumbnail attack at most 2× chance. Chance is the wrong baseline: the pre-obfuscated face y is shown "
+    "openly, and ẍ (any wrong password), the byproducts of a wrong recovery and a keyless attacker's output are "
+    "all computable from ŷ without the password. Whatever identifies x in y is given away already, so the baseline "
+    "for every attack on ẍ, on ŷ and on a keyless attacker is y, not chance. The questions are: (a) ŷ reveals no "
+    "more identity than y, (b) no learned keyless attacker gets more from ŷ than from y, (c) ẍ carries no identity a "
+    "face recognizer can find beyond y, (d) the correct recovery x̌ is the same person — measured below with a "
+    "real face recognizer. The thumbnail and LPIPS-VGG matchers stay in the evaluation report, and the losses "
+    "written for the old target (`loss.wr_decorrelate`, `loss.decorrelate_thumbs`, `loss.wr_reid_hinge`) stay as "
+    "options.")
+
+
+def _ci(d: dict) -> str:
+    lo, hi = d["ci95"]
+    return f"{d['rate']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _command(R: dict) -> str:
+    import shlex
+    return "python -m experiments.evaluate " + " ".join(shlex.quote(a) for a in R["meta"]["argv"])
+
+
+def _identity_table(I: dict, label: str) -> list[str]:
+    out = ["| probe | top-1 [95 % CI] | top-5 [95 % CI] | verified @FAR 1e-3 [95 % CI] | verdict |", "|---|---|---|---|---|",
+           f"| chance | {I['chance']['top1']:.3f} | {I['chance']['top5']:.3f} | {I['far']:g} | |"]
+    rows = dict(I["models"].get(label, {}))
+    rows["pre_obfuscated"] = I["pre_obfuscated"]
+    if "attacker_baseline" in I:
+        rows["attacker_baseline"] = I["attacker_baseline"]
+    for key, name in IDENTITY_ROWS:
+        if key not in rows:
+            continue
+        d = rows[key]
+        if key == "pre_obfuscated":
+            v = "baseline"
+        elif key == "correct_recovery":
+            v = f"**{d['verdict']}**"
+        else:
+            leaks = [k for k in ("top1", "top5", "verify") if d[k].get("verdict") == "leaks"]
+            v = f"**leaks** ({', '.join(leaks)}; " + ", ".join(f"p {d[k]['mcnemar']['p']:.2g}" for k in leaks) + ")" \
+                if leaks else "no more than y"
+            if key == "attacker_baseline":
+                v += " (a learned attacker on y alone)"
+            if "vs_y_network" in d:
+                v += "; vs the y → x network p " + " / ".join(f"{d['vs_y_network'][k]['p']:.2g}"
+                                                             for k in ("top1", "top5", "verify"))
+        out.append(f"| {name} | {_ci(d['top1'])} | {_ci(d['top5'])} | {_ci(d['verify'])} | {v} |")
+    return out
+
+
+def identity_section(mode: str, label: str, plain: dict, jitter: dict | None = None) -> list[str]:
+    """The card's identity-level privacy section and the plain-vs-jittered fidelity table, from
+    `experiments.evaluate` results with the recognizer section (section 4b)."""
+    out = [IDENTITY_BEGIN, "## Identity-level privacy (a face recognizer) and faces unlike the training crops", "",
+           RETIRED_ISSUE_8, ""]
+    for R, what in ((plain, "plain test crops"), (jitter, "jittered test crops (`--jitter`)")):
+        if R is None:
+            continue
+        I = R.get("identity") or {}
+        if label not in I.get("models", {}):
+            raise ValueError(f"no recognizer results for {label!r} in the {what} run")
+        ev = R["meta"]
+        out += [f"### Recognizer, {what}: {ev['n_faces']} UTKFace test faces × {len(I['obfuscators'])} obfuscators", "",
+                f"dlib ResNet descriptors (99.38 % on LFW); identification against the {I['gallery']} originals; "
+                f"verification against the own original at FAR {I['far']:g} (threshold {I['threshold']:.3f} from "
+                f"{I['impostor_pairs']:,} impostor pairs); Wilson 95 % intervals; exact one-sided McNemar test against "
+                "y on the same (face, obfuscator) pairs, p < 0.05 → leaks. Command:", "", "```bash", _command(R), "```", ""]
+        out += _identity_table(I, label)
+        out.append("")
+    K = plain.get("keyless") or {}
+    if K:
+        km = K.get("models", {}).get(label, {})
+        out += [f"Keyless attacker's budget (plain run): a U-Net of width {K['width']} trained for {K['steps']} Adam "
+                f"steps (batch {K['batch']}, lr {K['lr']:g}, L1) on {K['train_pairs']} (8-bit ŷ, x) pairs of the train "
+                f"split, {km.get('seconds', float('nan')):.0f} s on one CPU core; the y → x network the same on "
+                f"(y, x). Earlier reports used 200 pairs × 200 steps × width 16.", ""]
+    if jitter is not None:
+        a, b = plain["tables"][label]["8bit"]["avg"], jitter["tables"][label]["8bit"]["avg"]
+        out += ["### Fidelity on plain and jittered test crops (8-bit, Avg. over obfuscators)", "",
+                f"Same {plain['meta']['n_faces']} test faces; jittered: each re-cropped once with a seeded random scale "
+                "0.8–1.25, shift ±10 %, rotation ±10° and a colour change (commands above).", "",
+                "| metric | plain test PSNR / SSIM / LPIPS | jittered test PSNR / SSIM / LPIPS | paper CelebA avg. PSNR |",
+                "|---|---|---|---|"]
+        cell = lambda d: " / ".join(f"{d[m]:.4f}" if m == "lpips" else (f"{d[m]:.3f}" if m == "ssim" else f"{d[m]:.2f}")
+                                    for m in ("psnr", "ssim", "lpips") if m in d)
+        for key, name, better in ROWS[mode]:
+            paper = TARGETS[mode].get(key, ("", ""))[1]
+            out.append(f"| {name} | {cell(a[key])} | {cell(b[key])} | {paper} |")
+        out.append("")
+    out.append(IDENTITY_END)
+    return out
+
+
+def update_identity(text: str, section: list[str]) -> str:
+    """`text` with its identity section replaced (markers) or inserted before '## Caveats' (else appended)."""
+    block = "\n".join(section)
+    if IDENTITY_BEGIN in text and IDENTITY_END in text:
+        head, rest = text.split(IDENTITY_BEGIN, 1)
+        tail = rest.split(IDENTITY_END, 1)[1]
+        return head + block + tail
+    if "\n## Caveats" in text:
+        head, tail = text.split("\n## Caveats", 1)
+        return head.rstrip("\n") + "\n\n" + block + "\n\n## Caveats" + tail
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.model_card", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--results", required=True, help="results.json of experiments.evaluate")
+    ap.add_argument("--results", help="results.json of experiments.evaluate (not needed with --update)")
     ap.add_argument("--label", required=True, help="the checkpoint's label in results.json")
     ap.add_argument("--metrics", help="the training run's metrics.jsonl (learning curve)")
     ap.add_argument("--hardware", default="")
     ap.add_argument("--wall-time", default="")
     ap.add_argument("--command", default="")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--identity", help="results.json of a run with the recognizer section (plain test crops)")
+    ap.add_argument("--identity-jitter", help="results.json of the same run with --jitter")
+    ap.add_argument("--update", help="an existing card: only (re)write its identity section")
+    ap.add_argument("--out")
     args = ap.parse_args(argv)
     ck = ckpt_lib.load_checkpoint(args.checkpoint)
+    ident = []
+    if args.identity:
+        loaded = []
+        for path in (args.identity, args.identity_jitter):
+            if path is None:
+                loaded.append(None)
+                continue
+            RI = json.loads(Path(path).read_text())
+            if RI["checkpoints"].get(args.label, {}).get("model_id") != ck.model_id:
+                ap.error(f"{path} did not score {args.checkpoint} ({ck.model_id}) under {args.label!r}")
+            loaded.append(RI)
+        ident = identity_section(ck.mode, args.label, loaded[0], loaded[1])
+    if args.update:
+        if not ident:
+            ap.error("--update needs --identity")
+        text = update_identity(Path(args.update).read_text(), ident)
+        atomic_write_bytes(args.update, text.encode("utf-8"))
+        print(f"updated {args.update}")
+        return 0
+    if not args.results or not args.out:
+        ap.error("--results and --out are needed (or --update CARD)")
     R = json.loads(Path(args.results).read_text())
     if args.label not in R["tables"]:
         ap.error(f"label {args.label!r} not in {args.results}; labels there: {sorted(R['tables'])}")
@@ -142,6 +285,8 @@ def main(argv=None) -> int:
         ap.error(f"{args.results} scored model {evaluated} under {args.label!r}, not {args.checkpoint} ({ck.model_id})")
     rows = learning_curve(Path(args.metrics)) if args.metrics else []
     text = card(ck, R, args.label, rows, args.hardware, args.wall_time, args.command)
+    if ident:
+        text = update_identity(text, ident)
     atomic_write_bytes(args.out, text.encode("utf-8"))
     print(f"wrote {args.out}")
     return 0

@@ -50,11 +50,15 @@ def labelled_grid(rows: list[list[np.ndarray]], col_labels: list[str], row_label
 
 def run_section(ctx, bar) -> None:
     """Section 6: writes the four PNG grids into ctx.out and records their names in ctx.R['figures']."""
-    for draw in (_fig5, _fig9, _robustness, _keyless):
-        draw(ctx)
+    names = {"fig5": "fig5_samples.png", "fig9": "fig9_security.png", "robustness": "robustness.png",
+             "keyless": "keyless_attacker.png"}
+    needs = {"fig9": "security", "robustness": "robustness", "keyless": "keyless"}  # a skipped section: no figure
+    ctx.R["figures"] = {}
+    for key, draw in (("fig5", _fig5), ("fig9", _fig9), ("robustness", _robustness), ("keyless", _keyless)):
+        if needs.get(key) not in ctx.args.skip:
+            draw(ctx)
+            ctx.R["figures"][key] = names[key]
         bar.update()
-    ctx.R["figures"] = {"fig5": "fig5_samples.png", "fig9": "fig9_security.png", "robustness": "robustness.png",
-                        "keyless": "keyless_attacker.png"}
 
 
 def _fig5(ctx) -> None:

@@ -152,8 +152,9 @@ def run_section(ctx, bar) -> None:
             "lr": args.attack_lr, "models": {}}
     base_att = train_attacker(images.to_unit(images.from_unit(yt)), xt, args.attack_steps, args.attack_batch,
                               args.attack_lr, args.attack_width, args.seed)
-    baseline = _eval_estimates(ctx, {name: base_att.apply(images.to_unit(images.from_unit(ctx.Y[name])), batch)
-                                     for name in ctx.obf_names})
+    base_ests = {name: base_att.apply(images.to_unit(images.from_unit(ctx.Y[name])), batch) for name in ctx.obf_names}
+    ctx.ATT_EST["_baseline"] = {name: images.from_unit(e) for name, e in base_ests.items()}
+    baseline = _eval_estimates(ctx, base_ests)
     info["baseline_y_to_x"] = {"seconds": base_att.seconds, "loss_curve": base_att.losses, **baseline}
     bar.update()
     pre = _pre_obfuscated(ctx)
@@ -164,6 +165,7 @@ def run_section(ctx, bar) -> None:
         ests = {name: att.apply(images.to_unit(ctx.STORED[m.label, name]), batch) for name in ctx.obf_names}
         info["models"][m.label] = _compare(ctx, m, att, _eval_estimates(ctx, ests), baseline, pre)
         ctx.ATT_PICS[m.label] = {name: images.from_unit(ests[name][: args.keep]) for name in ctx.obf_names}
+        ctx.ATT_EST[m.label] = {name: images.from_unit(ests[name]) for name in ctx.obf_names}
         bar.update()
         a = info["models"][m.label]["avg"]
         bar.write(f"[evaluate]   {m.label}: attacker {a['attacker']['psnr']:.2f} dB to x vs random key "

@@ -8,14 +8,15 @@ DEFAULT_OBFUSCATORS = ("blur", "pixelate", "median", "mask", "swap")
 
 # Quick and full defaults of the size knobs (an explicit flag wins over either).
 FULL = dict(n=1000, batch=16, security_n=100, neighbours=4, attack_train=1000, attack_steps=2000,
-            attack_width=32, robust_n=None, donor_limit=500, keep=4)
+            attack_width=32, robust_n=None, donor_limit=500, keep=4, recognizer="on", impostors=300)
 QUICK = dict(n=8, batch=8, security_n=4, neighbours=2, attack_train=32, attack_steps=20,
-             attack_width=8, robust_n=8, donor_limit=16, keep=3)
+             attack_width=8, robust_n=8, donor_limit=16, keep=3, recognizer="off", impostors=16)
 
 # Below this many scored faces, averages and re-identification rates are too noisy to compare.
 FEW_FACES = 50
 
 SPLITS = ("test", "all")
+SKIPPABLE = ("security", "keyless", "robustness")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,6 +50,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--attack-lr", type=float, default=1e-3)
     ap.add_argument("--robust-n", type=int, help="faces per obfuscator in the robustness table (default: all)")
     ap.add_argument("--keep", type=int, help="faces shown per figure")
+    ap.add_argument("--jitter", action="store_true",
+                    help="re-crop every scored face once with a seeded random scale (0.8-1.25), shift (±10 %%), "
+                         "rotation (±10°) and colour change (`input_pipeline.augment`): faces unlike the training crops")
+    ap.add_argument("--recognizer", choices=("on", "off"),
+                    help="section 4b, the dlib face recognizer (needs the [privacy] extra; default on, quick off)")
+    ap.add_argument("--impostors", type=int,
+                    help="validation faces added to the originals for the recognizer's impostor pairs (default 300)")
+    ap.add_argument("--skip", action="append", default=[], choices=SKIPPABLE,
+                    help="leave a section out (repeatable); its report section says so")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (each section still prints its time)")
     args = ap.parse_args(argv)
     base = QUICK if args.quick else FULL

@@ -2,6 +2,7 @@
 
     python -m experiments.evaluate --checkpoint PATH [--checkpoint PATH2 ...] --data SOURCE \
         --out DIR [--split test|all] [--n 1000] [--size 112] [--seed 0] [--quick] [--no-lpips] [--template-dir DIR]
+        [--jitter] [--recognizer on|off] [--impostors 300] [--skip security|keyless|robustness]
 
 (`main(argv)` here is that command; `evaluation.options` its flags.)
 
@@ -15,7 +16,9 @@ Protocol
 * Faces: a fixed-seed sample of n faces (`input_pipeline.test_sample`; all if fewer) of the
   source's test split, or with `--split all` of all its faces (a folder of your own: the hash
   split would score only about a tenth of it), centre-cropped and resized to size×size. The
-  report says which split and how many faces, and warns below `options.FEW_FACES`.
+  report says which split and how many faces, and warns below `options.FEW_FACES`. With
+  `--jitter` every face is then re-cropped once, seeded per face (`input_pipeline.augment`:
+  scale 0.8–1.25, shift ±10 %, rotation ±10°, colour): faces unlike the aligned training crops.
 * Pre-obfuscation: each obfuscator in its eval setting (`--preset`, default paper112): blur,
   pixelate, median, mask, swap (donors: the validation split of the same source; never test
   faces), and template (precomputed outputs) only with `--template-dir`.
@@ -34,12 +37,18 @@ Sections (each shows a progress bar with the time left, and prints its wall time
 with y, byproducts; 3. `reid` — re-identification attacks (matchers in `attacks`: 16×16
 thumbnail correlation, LPIPS-VGG deep features; top-1/top-5 vs chance); 4. `keyless` — a keyless
 attacker (U-Net trained on (ŷ, x) pairs of the train split) against a random-key recovery, with
-a y -> x network as the no-protection baseline; 5. `robustness` — recovery after JPEG, resizing
+a y -> x network as the no-protection baseline; 4b. `identity` — a real face recognizer
+(`recognizer`: dlib's ResNet) on y, ŷ, x̌, ẍ, the byproducts and both attackers' outputs: top-1 /
+top-5 re-identification and verification at FAR 1e-3 against the original, Wilson intervals, and an
+exact McNemar test against y (the baseline: y is public, and ẍ or an attacker's output needs no
+password), with a verdict per row ("no more than y" / "leaks"); 5. `robustness` — recovery after JPEG, resizing
 and ±1-level noise; 6. `figures` — Fig.-5- and Fig.-9-style grids, robustness, attacker. The
 report is `report`, the scoring `scoring`, the model `model` (the shared forward of
 `proface_jax.protocol`), the inputs `faces`.
 
-`--quick` shrinks everything (8 faces, a few attack steps) for a CPU smoke run of a few minutes.
+`--quick` shrinks everything (8 faces, a few attack steps, no recognizer unless `--recognizer on`)
+for a CPU smoke run of a few minutes. `--skip` leaves out the security, keyless or robustness
+section (the report says so; the recognizer then has no attacker rows without keyless).
 """
 from __future__ import annotations
 
@@ -59,7 +68,8 @@ import numpy as np
 
 from proface_jax import checkpoint as ckpt_lib
 from proface_jax import flow, images, input_pipeline
-from proface_jax.evaluation import figures, keyless, reid, robustness, security, tables
+from proface_jax.input_pipeline import augment
+from proface_jax.evaluation import figures, identity, keyless, recognizer, reid, robustness, security, tables
 from proface_jax.evaluation.faces import build_obfuscators, load_faces, obfuscate, random_maps, unique_labels
 from proface_jax.evaluation.model import Model
 from proface_jax.evaluation.options import FEW_FACES, parse_args
@@ -127,6 +137,8 @@ class Context:
     SEC_PICS: dict = dataclasses.field(default_factory=dict)
     ATT_PICS: dict = dataclasses.field(default_factory=dict)
     ROB_PICS: dict = dataclasses.field(default_factory=dict)
+    IMAGES: dict = dataclasses.field(default_factory=dict)  # (label, obf) -> {key: uint8 images} (identity)
+    ATT_EST: dict = dataclasses.field(default_factory=dict)  # label | '_baseline' -> {obf: uint8 estimates}
     y_vs_x: dict = dataclasses.field(default_factory=dict)
     y_feats: dict = dataclasses.field(default_factory=dict)
 
@@ -154,6 +166,8 @@ def setup(args, out: Path, data: str) -> Context:
     except ValueError as e:
         hint = "; `--split all` scores every face of the source" if args.split != "all" else ""
         raise NoFaces(f"{e}{hint}") from None
+    if args.jitter:
+        x_u8, _ = augment.jitter_faces(x_u8, args.seed)
     x = images.to_unit(x_u8)
     try:
         donors, _ = load_faces(data, "validation", args.donor_limit, args.seed, size)
@@ -200,6 +214,8 @@ def results_skeleton(ctx: Context, argv) -> dict:
             "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "batch": ctx.batch, "psnr_cap_db": PSNR_CAP, "fail_psnr": args.fail_psnr,
             "argv": sys.argv[1:] if argv is None else list(argv), "faces": [str(nm) for nm in ctx.names],
+            "jitter": dataclasses.asdict(augment.EVAL_JITTER) if args.jitter else False, "skipped": list(args.skip),
+            "recognizer": args.recognizer,
             "warnings": warnings_for(args, ctx.n)}
     return {
         "meta": meta,
@@ -207,7 +223,7 @@ def results_skeleton(ctx: Context, argv) -> dict:
         "checkpoints": {m.label: {"path": m.ck.path, "mode": m.mode, "model_id": m.ck.model_id,
                                   "config": m.cfg.to_dict(), "meta": m.ck.meta,
                                   "parameters": flow.param_count(m.ck.params)} for m in ctx.models},
-        "tables": {}, "security": {}, "attacks": {}, "keyless": {}, "robustness": {}, "figures": {},
+        "tables": {}, "security": {}, "attacks": {}, "keyless": {}, "identity": {}, "robustness": {}, "figures": {},
     }
 
 
@@ -224,6 +240,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     T = Sections(progress=not args.no_progress)
     t_all = time.perf_counter()
+    if args.recognizer == "on" and not recognizer.available():
+        try:
+            recognizer.model_dir()
+        except recognizer.RecognizerMissing as e:
+            print(f"error: {e} (or leave the section out: --recognizer off)", file=sys.stderr)
+            return 2
     m0 = jax.devices()[0]
     print(f"[evaluate] device {m0.platform}: {m0.device_kind} ({os.cpu_count()} CPU cores); jax {jax.__version__}",
           flush=True)
@@ -243,8 +265,11 @@ def main(argv=None) -> int:
         tables.run_section(ctx, bar)
     score_pre_obfuscated(ctx)
     for name, section, total in (("2. security", security, k), ("3. re-identification attacks", reid, k),
-                                 ("4. keyless attacker", keyless, k + 1), ("5. robustness", robustness, k * o),
-                                 ("6. figures", figures, 4)):
+                                 ("4. keyless attacker", keyless, k + 1), ("4b. face recognizer", identity, k + 1),
+                                 ("5. robustness", robustness, k * o), ("6. figures", figures, 4)):
+        if section.__name__.rsplit(".", 1)[-1] in args.skip:
+            print(f"[evaluate] {name}: skipped (--skip)", flush=True)
+            continue
         with T(name, total=total) as bar:
             section.run_section(ctx, bar)
     T.seconds["total"] = time.perf_counter() - t_all

@@ -28,6 +28,8 @@ PROBES = {"wrong_recovery": "wrong", "protected": "stored", "byproduct_protect":
           "byproduct_recover": "recovered_byproduct", "byproduct_wrong": "wrong_byproduct"}
 # images of the first batch kept for the figures
 SAMPLE_KEYS = ("stored", "recovered", "wrong", "byproduct", "recovered_byproduct", "wrong_byproduct")
+# images kept whole (uint8) for the face recognizer (`evaluation.identity`): the probes and x̌
+IDENTITY_KEYS = ("stored", "recovered", "wrong", "byproduct", "recovered_byproduct", "wrong_byproduct")
 PROBE_LABEL = {
     "wrong_recovery": "ẍ wrong-key recovery", "protected": "ŷ protected", "pre_obfuscated": "y pre-obfuscated (baseline)",
     "byproduct_protect": "x̂ protection byproduct", "byproduct_recover": "y̌ recovery byproduct",
@@ -40,10 +42,12 @@ PROBE_LABEL = {
 
 def main_pass(model: Model, x, y, maps_r, maps_w, scorer: Scorer, batch: int, keep: int):
     """Protect + recover (right and wrong key, 8-bit and float) for one obfuscator: scores,
-    attack features of the probes, the stored ŷ (uint8) and sample images."""
+    attack features of the probes, the stored ŷ (uint8), sample images and the 8-bit images of
+    `IDENTITY_KEYS` (for the face recognizer)."""
     per = {g: collections.defaultdict(list) for g in TABLE_GROUPS}
     feats = {p: collections.defaultdict(list) for p in PROBES}
     stored = np.empty(x.shape, np.uint8)
+    kept = {key: np.empty(x.shape, np.uint8) for key in IDENTITY_KEYS}
     samples = {}
     for s, e in chunks(len(x), batch):
         k = e - s
@@ -66,11 +70,13 @@ def main_pass(model: Model, x, y, maps_r, maps_w, scorer: Scorer, batch: int, ke
             for kind, f in scorer.features(P(key, True)).items():
                 feats[p][kind].append(f[:k])
         stored[s:e] = u8(o["stored"][:k])
+        for key in IDENTITY_KEYS:
+            kept[key][s:e] = u8(o[key][:k])
         if s == 0:
             samples = {key: u8(o[key][:keep]) for key in SAMPLE_KEYS}
     scores = {g: mean_scores(v) for g, v in per.items()}
     feats = {p: {kind: np.concatenate(v) for kind, v in d.items()} for p, d in feats.items()}
-    return scores, feats, stored, samples
+    return scores, feats, stored, samples, kept
 
 
 def tables_for(scores_by_obf: dict) -> dict:
@@ -91,10 +97,11 @@ def run_section(ctx, bar) -> None:
     for m in ctx.models:
         per_obf = {}
         for name in ctx.obf_names:
-            sc, feats, stored, samples = main_pass(m, ctx.x, ctx.Y[name], *ctx.MAPS[name], ctx.scorer, ctx.batch,
+            sc, feats, stored, samples, kept = main_pass(m, ctx.x, ctx.Y[name], *ctx.MAPS[name], ctx.scorer, ctx.batch,
                                                    ctx.args.keep)
             per_obf[name] = sc
             ctx.STORED[m.label, name], ctx.SAMPLES[m.label, name], ctx.PROBE_FEATS[m.label, name] = stored, samples, feats
+            ctx.IMAGES[m.label, name] = kept
             bar.update()
         ctx.R["tables"][m.label] = tables_for(per_obf)
         a = ctx.R["tables"][m.label]["8bit"]["avg"]

@@ -140,6 +140,9 @@ class BatchIterator:
             except BaseException:
                 self._close_locked()
                 raise
+            augment = getattr(self.source, "augment_batch", None)  # input_pipeline.augment.Augmented
+            if augment is not None:
+                image = augment(image, step, idx)
             self._step = step + 1
             self._fill()  # keep the workers busy while the consumer computes
         return {"image": image, "name": np.asarray(names, dtype=str), "index": np.asarray(idx, np.int64),

@@ -46,6 +46,13 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.prefetch = 2
     c.seed = 0
 
+    # ---- augmentation of the training faces (input_pipeline.augment): re-crops unlike the aligned
+    # crops, each image with probability `prob`, a pure function of (seed, step, position in batch);
+    # off by default (existing runs unchanged)
+    c.augment = ml_collections.ConfigDict(dict(enabled=False, prob=0.5, scale_min=0.8, scale_max=1.25, shift=0.10,
+                                               angle=10.0, brightness=0.15, contrast=0.15, saturation=0.20,
+                                               channel_gain=0.05))
+
     # ---- model (proface_jax.flow.FlowConfig)
     c.flow = ml_collections.ConfigDict(dict(num_blocks=3, clamp=2.0, init_scale=0.01, precision="highest",
                                             reversible_backprop=False,  # True: less memory, ~1.3× time
@@ -61,6 +68,9 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # ---- pre-obfuscators: one drawn per batch
     c.obfuscators = "blur,pixelate,median,mask,swap"
+    # per-obfuscator draw weights for training batches, "name=w,..." (unnamed: 1; "": uniform, the paper),
+    # e.g. "mask=2" draws the mask obfuscator twice as often as each other one; validation is unaffected
+    c.obfuscator_weights = ""
     c.obfuscator_preset = "paper112"
     c.donor_split = "validation"  # swap's donor faces: this split of the data (never the training split)
     c.donor_limit = 512  # at most this many donors (decoded once into memory)

@@ -24,7 +24,7 @@ from proface_jax.obfuscators.filters import _Filter
 class PreObfuscators:
     """The configured obfuscators (train or eval setting), one applied per batch."""
 
-    def __init__(self, names: list[str], preset: str, mode: str, donors=None):
+    def __init__(self, names: list[str], preset: str, mode: str, donors=None, weights=None):
         self.obfs = []
         for name in names:
             opts = {"donors": donors} if name == "swap" else {}
@@ -32,6 +32,10 @@ class PreObfuscators:
         if not self.obfs:
             raise ValueError("no obfuscators configured")
         self.preset, self.mode = preset, mode
+        # training draws by weight (`config.obfuscator_weights`, carried by `obfuscator_names_for`'s list);
+        # None: uniform, exactly as before
+        w = weights if weights is not None else getattr(names, "weights", None)
+        self.weights = None if w is None or len(set(w)) == 1 else np.asarray(w, np.float64) / np.sum(w)
 
     @property
     def names(self) -> list[str]:
@@ -42,13 +46,20 @@ class PreObfuscators:
             return obfuscators.jitted(obf.name, self.preset, self.mode)(rng, jnp.asarray(x))
         return obf(rng, np.asarray(x))
 
+    def pick(self, rng):
+        """(obfuscator, rng for it): uniform (`obfuscators.choose`) or by the training weights."""
+        if self.weights is None:
+            return obfuscators.choose(rng, self.obfs)
+        pick, use = jax.random.split(rng)
+        return self.obfs[int(jax.random.choice(pick, len(self.obfs), p=jnp.asarray(self.weights, jnp.float32)))], use
+
     def __call__(self, rng, x, rows: slice | None = None, global_batch: int | None = None):
         """One obfuscator drawn from `rng` for the whole batch -> (y, name).
 
         With `rows` and `global_batch`: x holds rows `rows` of a global batch of `global_batch`
         images and y is what the whole batch's obfuscation gives for those rows.
         """
-        obf, use = obfuscators.choose(rng, self.obfs)
+        obf, use = self.pick(rng)
         if rows is None or rows.indices(int(global_batch)) == (0, int(global_batch), 1):  # the whole batch
             return self.apply(obf, use, x), obf.name
         return self.apply_rows(obf, use, x, rows, int(global_batch)), obf.name
@@ -92,9 +103,40 @@ def obfuscator_names(config) -> list[str]:
     return names
 
 
+class WeightedNames(list):
+    """Obfuscator names with their training draw weights (`.weights`, None: uniform)."""
+
+    weights: list[float] | None = None
+
+
+def obfuscator_weights(config, names: list[str]) -> list[float] | None:
+    """`config.obfuscator_weights` ("mask=2,blur=0.5"; unnamed obfuscators weigh 1) for `names`."""
+    spec = str(getattr(config, "obfuscator_weights", "") or "").strip()
+    if not spec:
+        return None
+    w = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        name, _, val = part.partition("=")
+        name = name.strip()
+        if name not in obfuscators.names():
+            raise ValueError(f"obfuscator_weights: unknown obfuscator {name!r}; known: {obfuscators.names()}")
+        try:
+            w[name] = float(val)
+        except ValueError:
+            raise ValueError(f"obfuscator_weights: {part!r} is not name=number") from None
+        if not w[name] > 0:
+            raise ValueError(f"obfuscator_weights: {name} must weigh more than 0, got {val}")
+    return [w.get(n, 1.0) for n in names]
+
+
 def obfuscator_names_for(config, donors) -> list[str]:
-    """The configured names, without swap when there are no donor faces."""
+    """The configured names, without swap when there are no donor faces, carrying the configured
+    training draw weights (`WeightedNames.weights`)."""
     names = obfuscator_names(config)
     if "swap" in names and donors is None:
         names = [n for n in names if n != "swap"]
-    return names
+    out = WeightedNames(names)
+    out.weights = obfuscator_weights(config, names)
+    return out

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from proface_jax import input_pipeline, metrics
+from proface_jax.input_pipeline import augment
 from proface_jax.training.mesh import shard_batch
 from proface_jax.training.obfuscation import PreObfuscators, obfuscator_names, obfuscator_names_for
 from proface_jax.training.step import make_eval_step, step_keys
@@ -17,8 +18,12 @@ logger = logging.getLogger("proface.train")
 
 
 def open_split(config, split: str):
-    return input_pipeline.open_source(input_pipeline.resolve_data(config.data), split,
-                                      data_dir=config.tfds_data_dir or None)
+    """The split's source; the train split carries the configured augmentation (`config.augment`),
+    which the batch iterator applies per batch (`input_pipeline.augment.Augmented`)."""
+    src = input_pipeline.open_source(input_pipeline.resolve_data(config.data), split,
+                                     data_dir=config.tfds_data_dir or None)
+    aug = augment.from_config(config, int(config.seed)) if split == "train" else None
+    return augment.Augmented(src, aug) if aug is not None else src
 
 
 def validation_faces(config, size: int):
