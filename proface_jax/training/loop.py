@@ -134,14 +134,15 @@ class _Run:
             self.best_value, self.rollbacks = meta.get("best_value"), int(meta.get("rollbacks", 0))
             logger.info("resumed from step %d (lr scale %g)", latest, float(self.state.lr_scale))
             old = workdir / "config.json"
-            if old.exists():
+            if self.primary and old.exists():  # only process 0 writes it, so only it reads it back
                 changed = {k for k, v in config_json(config).items() if json.loads(old.read_text()).get(k) != v}
                 if changed - {"num_train_steps", "distributed"}:
                     logger.warning("config differs from the checkpoint's run in: %s", sorted(changed))
         else:
             save_state(self.periodic, self.state, self.meta_now())  # step 0: there is always a checkpoint to roll back to
         if self.primary:
-            (workdir / "config.json").write_text(json.dumps(config_json(config), indent=2, sort_keys=True))
+            images.atomic_write_bytes(workdir / "config.json",
+                                      json.dumps(config_json(config), indent=2, sort_keys=True).encode())
         self.writer = JsonlWriter(workdir / "metrics.jsonl", truncate_after=int(self.state.step),
                                   enabled=self.primary)
 
