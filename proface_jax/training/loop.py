@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from proface_jax import input_pipeline
+from proface_jax import images, input_pipeline
 from proface_jax.checkpoint import MODES, save_checkpoint
 from proface_jax.input_pipeline.process_shard import make_process_iterator
 from proface_jax.training import distributed
