@@ -320,3 +320,26 @@ def test_model_card_reports_the_evaluated_numbers(quick_run, tiny_checkpoints, t
         model_card.main(["--checkpoint", str(other), "--results", str(out / "results.json"), "--label", label,
                          "--out", str(tmp_path / "x.md")])
     assert not (tmp_path / "x.md").exists()
+
+
+def test_split_validation_scores_validation_faces_and_takes_donors_elsewhere(utkface_dir, quick_run):
+    """Models are chosen on validation faces (issue 24): `--split validation` scores that split, and swap
+    donors / extra impostors then come from the train split, so no scored face is also a donor."""
+    from proface_jax import input_pipeline
+    from proface_jax.evaluation import options, report
+
+    spec = f"folder:{utkface_dir}"
+    args = options.parse_args(["--checkpoint", "c.pfj", "--data", spec, "--out", "o", "--split", "validation"])
+    assert args.split == "validation"
+    assert options.donor_split("validation") == "train"
+    assert options.donor_split("test") == options.donor_split("all") == "validation"
+    _, scored = faces.load_faces(spec, "validation", 12, 0, SIZE)
+    _, donors = faces.load_faces(spec, options.donor_split("validation"), 12, 0, SIZE)
+    assert {input_pipeline.split_of(Path(n).name) for n in scored} == {"validation"}
+    assert {input_pipeline.split_of(Path(n).name) for n in donors} == {"train"}
+    assert not set(scored) & set(donors)
+    _, R = quick_run
+    assert R["meta"]["donor_split"] == "validation"
+    R2 = dict(R, meta=dict(R["meta"], split="validation", donor_split="train"))
+    head = "\n".join(report._header(R2))
+    assert "validation split, **6 faces**" in head and "faces of the train split" in head

@@ -12,7 +12,8 @@ from y -- and every obfuscator, the dlib ResNet recognizer (`evaluation.recogniz
 
 * top-1 / top-5 closed-set re-identification against the gallery of the n original test faces;
 * verification against the probe's own original at a false-accept rate of `FAR` (threshold from
-  the impostor pairs among the originals and up to `--impostors` validation faces, every
+  the impostor pairs among the originals and up to `--impostors` donor faces (the validation
+  split; the train split when the validation split is scored), every
   distinct file taken to be a distinct person).
 
 Rates are pooled over (face, obfuscator) pairs (= the mean of the per-obfuscator rates), with
@@ -26,6 +27,7 @@ import numpy as np
 
 from proface_jax import images
 from proface_jax.evaluation import recognizer as rec
+from proface_jax.evaluation.options import donor_split
 
 FAR = 1e-3
 MEASURES = ("top1", "top5", "verify")
@@ -80,7 +82,8 @@ def run_section(ctx, bar) -> None:
     bar.update()
     y_hits = {o: hits_of(desc(images.from_unit(ctx.Y[o])), gallery, thr) for o in ctx.obf_names}
     info = {"far": FAR, "threshold": thr, "impostor_faces": int(len(imp)), "impostor_pairs": int(len(impostor)),
-            "impostor_validation_faces": n_imp, "gallery": n, "dlib_rule_0.6_far": float(np.mean(impostor < 0.6)),
+            "impostor_validation_faces": n_imp,
+            "impostor_split": donor_split(args.split), "gallery": n, "dlib_rule_0.6_far": float(np.mean(impostor < 0.6)),
             "chance": {"top1": 1 / n, "top5": min(1.0, 5 / n), "verify": FAR},
             "box": list(rec.BOX), "obfuscators": list(ctx.obf_names), "models": {}}
     info["pre_obfuscated"] = row(y_hits, None)

@@ -15,8 +15,13 @@ QUICK = dict(n=8, batch=8, security_n=4, neighbours=2, attack_train=32, attack_s
 # Below this many scored faces, averages and re-identification rates are too noisy to compare.
 FEW_FACES = 50
 
-SPLITS = ("test", "all")
+SPLITS = ("test", "validation", "all")
 SKIPPABLE = ("security", "keyless", "robustness")
+
+
+def donor_split(split: str) -> str:
+    """Where swap donors (and the recognizer's extra impostors) come from: never the scored split."""
+    return "train" if split == "validation" else "validation"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,8 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--label", action="append", help="a label per checkpoint (default: file name and mode)")
     ap.add_argument("--data", required=True, help="folder:PATH or tfds:NAME")
     ap.add_argument("--split", choices=SPLITS, default="test",
-                    help="faces to score: the source's test split (hash of the file name for folders; the default) "
-                         "or all of them (your own folder of faces)")
+                    help="faces to score: the source's test split (hash of the file name for folders; the default), "
+                         "its validation split (for choosing between models: never choose on test faces; swap "
+                         "donors and impostors then come from the train split) or all of them (your own folder "
+                         "of faces)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--n", type=int, help="faces to score, a fixed-seed sample of the split (default 1000; quick 8)")
     ap.add_argument("--size", type=int, default=112)
@@ -38,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--preset", default="paper112")
     ap.add_argument("--obfuscators", default=",".join(DEFAULT_OBFUSCATORS))
     ap.add_argument("--template-dir", help="precomputed obfuscations (adds 'template')")
-    ap.add_argument("--donor-limit", type=int, help="swap donors from the validation split")
+    ap.add_argument("--donor-limit", type=int, help="swap donors from the validation split (train when scoring validation)")
     ap.add_argument("--no-lpips", action="store_true", help="skip LPIPS and the deep-feature matcher")
     ap.add_argument("--security-n", type=int, help="faces in the password/spoofing analysis")
     ap.add_argument("--neighbours", type=int, help="passwords 1 bit / 1 char away (each) per face")
@@ -56,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--recognizer", choices=("on", "off"),
                     help="section 4b, the dlib face recognizer (needs the [privacy] extra; default on, quick off)")
     ap.add_argument("--impostors", type=int,
-                    help="validation faces added to the originals for the recognizer's impostor pairs (default 300)")
+                    help="donor faces (validation split; train when scoring validation) added to the originals for the "
+                         "recognizer's impostor pairs (default 300)")
     ap.add_argument("--skip", action="append", default=[], choices=SKIPPABLE,
                     help="leave a section out (repeatable); its report section says so")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (each section still prints its time)")

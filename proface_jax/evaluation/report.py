@@ -71,7 +71,8 @@ def _header(R: dict) -> list[str]:
     split = {"test": "test split", "all": "all faces (`--split all`)"}.get(meta["split"], f"{meta['split']} split")
     add(f"Data: `{meta['data']}`, {split}, **{meta['n_faces']} faces** (fixed sample, seed {meta['seed']}) at "
         f"{meta['size']}×{meta['size']}; obfuscators ({meta['preset']}, eval setting): "
-        f"{', '.join(meta['obfuscators'])}; swap donors: {meta['donors']} faces of the validation split. "
+        f"{', '.join(meta['obfuscators'])}; swap donors: {meta['donors']} faces of the "
+        f"{meta.get('donor_split', 'validation')} split. "
         f"Device: {meta['device']}. {'Quick run (`--quick`): small samples, few attack steps. ' if meta['quick'] else ''}"
         f"LPIPS: {'on' if lpips_on else 'off (`--no-lpips`)'}. Written {meta['date']}.")
     add("")
@@ -324,7 +325,7 @@ def _section4b(R: dict) -> list[str]:
         f"faces (chance top-1 {I['chance']['top1']:.3f}, top-5 {I['chance']['top5']:.3f}). **Verification** against "
         f"the probe's own original at FAR {I['far']:g}: threshold {I['threshold']:.3f} from {I['impostor_pairs']:,} "
         f"impostor pairs among {I['impostor_faces']} faces (the originals and {I['impostor_validation_faces']} "
-        f"validation faces, each file taken as a distinct person; dlib's own 0.6 rule accepts "
+        f"{I.get('impostor_split', 'validation')} faces, each file taken as a distinct person; dlib's own 0.6 rule accepts "
         f"{I['dlib_rule_0.6_far']:.1%} of them). Rates are pooled over {n} faces × {len(I['obfuscators'])} "
         "obfuscators with Wilson 95 % intervals.")
     add("")

@@ -14,14 +14,15 @@ obfuscations and keys, labelled by file name (the shortest unique path suffix) a
 Protocol
 --------
 * Faces: a fixed-seed sample of n faces (`input_pipeline.test_sample`; all if fewer) of the
-  source's test split, or with `--split all` of all its faces (a folder of your own: the hash
-  split would score only about a tenth of it), centre-cropped and resized to size×size. The
+  source's test split, with `--split validation` of its validation split (to choose between
+  models or settings without looking at test faces), or with `--split all` of all its faces (a
+  folder of your own: the hash split would score only about a tenth of it), centre-cropped and resized to size×size. The
   report says which split and how many faces, and warns below `options.FEW_FACES`. With
   `--jitter` every face is then re-cropped once, seeded per face (`input_pipeline.augment`:
   scale 0.8–1.25, shift ±10 %, rotation ±10°, colour): faces unlike the aligned training crops.
 * Pre-obfuscation: each obfuscator in its eval setting (`--preset`, default paper112): blur,
-  pixelate, median, mask, swap (donors: the validation split of the same source; never test
-  faces), and template (precomputed outputs) only with `--template-dir`.
+  pixelate, median, mask, swap (donors: the validation split of the same source, or its train
+  split when the validation split is scored; never scored faces), and template (precomputed outputs) only with `--template-dir`.
 * Keys: a fresh seeded uniform ±1 map per face and obfuscator (right key), and an independent
   one (wrong key), as in training; the security section derives maps from passwords with the
   `paper` KDF (PBKDF2, spec §3).
@@ -72,7 +73,7 @@ from proface_jax.input_pipeline import augment
 from proface_jax.evaluation import figures, identity, keyless, recognizer, reid, robustness, security, tables
 from proface_jax.evaluation.faces import build_obfuscators, load_faces, obfuscate, random_maps, unique_labels
 from proface_jax.evaluation.model import Model
-from proface_jax.evaluation.options import FEW_FACES, parse_args
+from proface_jax.evaluation.options import FEW_FACES, donor_split, parse_args
 from proface_jax.evaluation.paper import PAPER
 from proface_jax.evaluation.report import write_report
 from proface_jax.evaluation.scoring import PSNR_CAP, Scorer, features_all, score_all, summary
@@ -170,7 +171,7 @@ def setup(args, out: Path, data: str) -> Context:
         x_u8, _ = augment.jitter_faces(x_u8, args.seed)
     x = images.to_unit(x_u8)
     try:
-        donors, _ = load_faces(data, "validation", args.donor_limit, args.seed, size)
+        donors, _ = load_faces(data, donor_split(args.split), args.donor_limit, args.seed, size)
     except ValueError as e:
         print(f"[evaluate] no donors: {e}", flush=True)
         donors = None
@@ -209,7 +210,8 @@ def results_skeleton(ctx: Context, argv) -> dict:
     args, m0 = ctx.args, jax.devices()[0]
     meta = {"data": ctx.data, "split": args.split, "n_faces": ctx.n, "n_requested": args.n, "size": ctx.size,
             "seed": args.seed, "quick": args.quick, "preset": args.preset, "obfuscators": ctx.obf_names,
-            "donors": 0 if ctx.donors is None else int(len(ctx.donors)), "lpips": ctx.scorer.lpips_params is not None,
+            "donors": 0 if ctx.donors is None else int(len(ctx.donors)), "donor_split": donor_split(args.split),
+            "lpips": ctx.scorer.lpips_params is not None,
             "device": f"{m0.platform}: {m0.device_kind} ({os.cpu_count()} CPU cores)", "jax": jax.__version__,
             "python": platform.python_version(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "batch": ctx.batch, "psnr_cap_db": PSNR_CAP, "fail_psnr": args.fail_psnr,
