@@ -10,6 +10,10 @@ inputs (seeded noise images: the step's cost does not depend on pixel values), a
 `flow.recover_keys`) against `False` (two `flow.recover` calls), alternating run by run so
 both see the same machine load. Prints the median seconds per step and the ratio.
 `--lpips` turns on the LPIPS loss terms (needs the lpips weights, see README).
+
+Measured for issue 22 (2-core AMD EPYC, quiet, fast config, randwr, b12 @112, LPIPS off, median of 5):
+paired 11.145 s/step, separate 8.698 s/step (paired / separate 1.281); on one core (taskset -c 0,
+single-threaded XLA) 16.5 vs 13.5 s. The stacked batch was slower, so `paired_recovery` is off by default.
 """
 from __future__ import annotations
 

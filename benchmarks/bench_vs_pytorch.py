@@ -185,7 +185,7 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--only", default="protect,recover,train")
-    ap.add_argument("--train-recover", choices=("pair", "separate"), default="pair")
+    ap.add_argument("--train-recover", choices=("pair", "separate"), default="separate")
     ap.add_argument("--config", nargs="*", default=[])
     args = ap.parse_args(argv)
     only = set(args.only.split(","))

@@ -50,13 +50,14 @@ def store_as(protected, store: str):
 
 
 def forward(params, x, y, K, K_wrong, config=None, *, store: str = "png", float_recoveries: bool = False,
-            paired: bool = True) -> dict:
+            paired: bool = False) -> dict:
     """{'protected', 'byproduct', 'stored', 'recovered', 'recovered_byproduct', 'wrong',
     'wrong_byproduct'} (+ 'recovered_float', 'wrong_float' with float_recoveries).
 
     `paired`: the right- and wrong-key recoveries as one inverse pass over the stacked batch
-    (`flow.recover_keys`: larger convolutions, one traced flow); False: two `flow.recover`
-    calls. The same values up to float32 rounding (the convolutions' batch differs)."""
+    (`flow.recover_keys`: larger convolutions, one traced flow); False (default): two
+    `flow.recover` calls, which XLA:CPU ran faster (benchmarks/bench_train_step.py). The same
+    values up to float32 rounding (the convolutions' batch differs)."""
     cfg = flow.FlowConfig.from_any(config)
     protected, byproduct = flow.protect(params, x, y, K, cfg)
     stored = store_as(protected, store)

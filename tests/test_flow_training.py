@@ -102,7 +102,7 @@ def test_reversible_backprop_gradients_match_autodiff_for_variants(name):
 
 
 def test_protocol_forward_paired_recoveries_equal_separate_values_and_gradients():
-    """The training step's forward (`paired=True`, one inverse pass for both keys) gives the
+    """`protocol.forward(paired=True)` (one inverse pass for both keys, `config.paired_recovery`) gives the
     values and gradients of two separate recoveries, to float32 rounding."""
     from proface_jax import protocol
 

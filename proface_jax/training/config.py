@@ -64,7 +64,10 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             mixing="none"))  # | permute | inv1x1
     c.init_from = ""  # a .pfj to start from (warm start, e.g. ObfsWR from a RandWR model); fresh optimiser
     c.quantize_protected = True  # straight-through 8-bit rounding of ŷ before recovery
-    c.paired_recovery = True  # right- and wrong-key recoveries as one inverse pass (False: two; same values)
+    # right- and wrong-key recoveries as one inverse pass over the stacked batch (True) or two (False):
+    # the same values, but on XLA:CPU the stacked pass was slower (b12 @112, LPIPS off: 11.1 vs 8.7 s/step
+    # on 2 threads, 16.5 vs 13.5 s on one core; benchmarks/bench_train_step.py), so two is the default
+    c.paired_recovery = False
 
     # ---- pre-obfuscators: one drawn per batch
     c.obfuscators = "blur,pixelate,median,mask,swap"

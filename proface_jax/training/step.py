@@ -25,7 +25,7 @@ def forward(params, x, y, K, K_wrong, config, *, straight_through: bool = True) 
     """The shared forward with this run's flow config and storage of ŷ (8-bit if quantize_protected)."""
     store = ("straight_through" if straight_through else "round") if config.quantize_protected else "float"
     return protocol.forward(params, x, y, K, K_wrong, flow_config(config), store=store,
-                            paired=bool(config.get("paired_recovery", True)))
+                            paired=bool(config.get("paired_recovery", False)))
 
 
 def step_keys(rng, batch_size: int, height: int, width: int):
