@@ -83,7 +83,8 @@ def run_section(ctx, bar) -> None:
     y_hits = {o: hits_of(desc(images.from_unit(ctx.Y[o])), gallery, thr) for o in ctx.obf_names}
     info = {"far": FAR, "threshold": thr, "impostor_faces": int(len(imp)), "impostor_pairs": int(len(impostor)),
             "impostor_validation_faces": n_imp,
-            "impostor_split": donor_split(args.split), "gallery": n, "dlib_rule_0.6_far": float(np.mean(impostor < 0.6)),
+            "impostor_split": donor_split(getattr(args, "split", "test")), "gallery": n,
+            "dlib_rule_0.6_far": float(np.mean(impostor < 0.6)),
             "chance": {"top1": 1 / n, "top5": min(1.0, 5 / n), "verify": FAR},
             "box": list(rec.BOX), "obfuscators": list(ctx.obf_names), "models": {}}
     info["pre_obfuscated"] = row(y_hits, None)
