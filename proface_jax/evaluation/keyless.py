@@ -1,7 +1,7 @@
 """Evaluation section 4, the keyless attacker.
 
 Keyless attacker (`train_attacker`): someone who has the model and pairs (x, ŷ) but not the
-password trains a small U-Net (`AttackNet`, Flax) to map the stored protected image ŷ to the
+password trains a small U-Net (`proface_jax.adversary.AttackNet`, Flax) to map the stored protected image ŷ to the
 original x with an L1 loss and Adam (optax). Its test-set output is scored like a recovery.
 """
 from __future__ import annotations
@@ -10,39 +10,17 @@ import functools
 import time
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from proface_jax import images
+from proface_jax.adversary import AttackNet, init_params
 from proface_jax.evaluation.attacks import features_batched, match
 from proface_jax.evaluation.faces import load_faces, obfuscate, random_maps
 from proface_jax.evaluation.scoring import average, score_all, summary
 
-
-
-class AttackNet(nn.Module):
-    """A small U-Net (two down/up levels, skip connections, residual output): ŷ -> x estimate."""
-
-    width: int = 32
-
-    @nn.compact
-    def __call__(self, x):
-        c = self.width
-        act = nn.leaky_relu
-        conv = lambda f, s=1: nn.Conv(f, (3, 3), strides=(s, s), padding="SAME")
-        e1 = act(conv(c)(act(conv(c)(x))))
-        e2 = act(conv(2 * c)(act(conv(2 * c, 2)(e1))))
-        e3 = act(conv(4 * c)(act(conv(4 * c, 2)(e2))))
-
-        def up(a, like):
-            return jax.image.resize(a, (a.shape[0], like.shape[1], like.shape[2], a.shape[3]), "nearest")
-
-        d2 = act(conv(2 * c)(act(conv(2 * c)(jnp.concatenate([up(e3, e2), e2], -1)))))
-        d1 = act(conv(c)(act(conv(c)(jnp.concatenate([up(d2, e1), e1], -1)))))
-        return x + conv(3)(d1)
 
 
 class Attacker(NamedTuple):
@@ -61,23 +39,6 @@ class Attacker(NamedTuple):
 def _apply_fn(width: int):
     net = AttackNet(width)
     return jax.jit(lambda p, a: jnp.clip(net.apply({"params": p}, a), -1.0, 1.0))
-
-
-def init_attacker(width: int, input_shape, seed: int) -> dict:
-    """He-normal kernels, zero biases, drawn with numpy from the shapes `init` would give.
-
-    (Flax's own init compiles a PRNG program per parameter: ~20 s of XLA compile on a busy CPU.)
-    """
-    shapes = jax.eval_shape(AttackNet(width).init, jax.random.key(0), jnp.zeros((1,) + tuple(input_shape), jnp.float32))
-    g = np.random.default_rng([seed, 11])
-
-    def draw(leaf):
-        if len(leaf.shape) == 4:  # HWIO
-            fan_in = leaf.shape[0] * leaf.shape[1] * leaf.shape[2]
-            return jnp.asarray(g.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape), jnp.float32)
-        return jnp.zeros(leaf.shape, jnp.float32)
-
-    return jax.tree_util.tree_map(draw, shapes["params"])
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,7 +67,7 @@ def train_attacker(inputs: np.ndarray, targets: np.ndarray, steps: int, batch: i
     n = len(inputs)
     batch = min(batch, n)
     net, tx, step = _train_step_fn(width, float(lr))
-    params = init_attacker(width, inputs.shape[1:], seed)
+    params = init_params(width, inputs.shape[1:], seed)
     opt = jax.jit(tx.init)(params)
     order = np.random.default_rng([seed, 7])
     t0 = time.perf_counter()

@@ -96,6 +96,11 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.loss.decorrelate_thumbs = ()  # fixed thumbnail sizes for the decorrelation terms (): 4×4-pooled
     c.loss.obfs_l1_triplet_margin = 0.0  # ObfsWR: >0 adds L1 twins of its two LPIPS triplets (0: the paper)
 
+    # ---- a keyless attacker trained alongside the flow (proface_jax.adversary): it learns ŷ -> x
+    # (`updates` Adam steps per training step, L1), and the flow pays `weight` × how much closer to x
+    # it gets from ŷ than from y. weight 0: off (the paper); the attacker is never exported
+    c.adversary = ml_collections.ConfigDict(dict(weight=0.0, width=16, lr=1e-3, updates=1))
+
     # ---- optimiser: Adam; weight decay is PyTorch Adam's (L2 added to the gradient)
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-5

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from proface_jax import images, input_pipeline
+from proface_jax import adversary, images, input_pipeline
 from proface_jax.checkpoint import MODES, save_checkpoint
 from proface_jax.input_pipeline.process_shard import make_process_iterator
 from proface_jax.training import distributed
@@ -94,6 +94,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return _Run(config, workdir, mesh, lpips_params).run()
 
 
+def _check_same_adversary(saved_config: Path, config) -> None:
+    """The checkpoint holds a keyless attacker iff its run had one (of that width): say so plainly
+    rather than let orbax fail on the tree."""
+    if not saved_config.exists():
+        return
+    old = json.loads(saved_config.read_text()).get("adversary") or {}
+    was = float(old.get("weight", 0.0)) > 0
+    now = adversary.enabled(config)
+    if was != now or (now and int(old.get("width", 0)) != int(config.adversary.width)):
+        said = lambda on, w: f"adversary.weight > 0, width {w}" if on else "no adversary (weight 0)"
+        raise ValueError(f"{saved_config.parent}: its checkpoints were trained with "
+                         f"{said(was, old.get('width'))}, this config has {said(now, config.adversary.width)}; "
+                         "resume with the run's own adversary settings, or start a new workdir "
+                         "(--config.init_from=<its .pfj> keeps the flow)")
+
 class _Run:
     """One call of `train_and_evaluate`: the state, the guard, the iterator and the bookkeeping."""
 
@@ -129,6 +144,7 @@ class _Run:
         config, workdir = self.config, self.workdir
         latest = self.periodic.latest_step()
         if latest is not None:
+            _check_same_adversary(workdir / "config.json", config)
             self.state, meta = restore_state(self.periodic, latest, self.state, self.mesh)
             self.guard = LossGuard.from_config(config, meta.get("guard_history", []))
             self.best_value, self.rollbacks = meta.get("best_value"), int(meta.get("rollbacks", 0))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from proface_jax import losses
+from proface_jax import adversary, losses
 from proface_jax.checkpoint import load_checkpoint
 from proface_jax.flow import FlowConfig, init_params
 
@@ -21,12 +21,13 @@ class TrainState:
     params: Any
     opt_state: Any
     lr_scale: jax.Array  # multiplies every update; lowered by the explosion guard
+    adversary: Any = None  # {'params', 'opt_state'} of the keyless attacker (config.adversary), or None
 
 
 # What a step reads from the config. Steps are jitted with this (frozen, hashable) part as a
 # static argument, so runs in one process that differ elsewhere (paths, step counts, logging)
 # share compiled steps.
-STEP_KEYS = ("mode", "flow", "loss", "quantize_protected", "paired_recovery", "optim")
+STEP_KEYS = ("mode", "flow", "loss", "quantize_protected", "paired_recovery", "optim", "adversary")
 
 
 def step_config(config) -> ml_collections.FrozenConfigDict:
@@ -70,7 +71,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def create_train_state(rng, config) -> TrainState:
-    """Fresh params, or those of `config.init_from` (a .pfj of the same flow config) with a fresh optimiser."""
+    """Fresh params, or those of `config.init_from` (a .pfj of the same flow config) with a fresh optimiser;
+    a fresh keyless attacker when config.adversary.weight > 0."""
     params = init_params(rng, flow_config(config))
     if config.get("init_from", ""):
         ck = load_checkpoint(config.init_from)
@@ -79,4 +81,5 @@ def create_train_state(rng, config) -> TrainState:
                              f"{flow_config(config)}")
         params = jax.tree_util.tree_map(jnp.asarray, ck.params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=make_optimizer(config).init(params),
-                      lr_scale=jnp.ones((), jnp.float32))
+                      lr_scale=jnp.ones((), jnp.float32),
+                      adversary=adversary.init_state(config) if adversary.enabled(config) else None)

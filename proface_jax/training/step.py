@@ -3,7 +3,8 @@
 `train_step`: a fresh uniform ±1 key per sample and an independent wrong key per sample, the
 shared forward (`proface_jax.protocol.forward`: ŷ = protect(x, y; K), ŷ rounded to 8 bits with
 a straight-through gradient, x̌ = recover(ŷ; K), ẍ = recover(ŷ; K')), the losses of
-`proface_jax.losses`, one optimiser update scaled by the state's `lr_scale`. `make_train_step`
+`proface_jax.losses`, one optimiser update scaled by the state's `lr_scale` (and, with
+config.adversary on, the keyless attacker's own update: `proface_jax.adversary`). `make_train_step`
 binds the config, the mesh and the frozen LPIPS params.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import optax
 from jax.sharding import Mesh
 
-from proface_jax import keys, losses, protocol
+from proface_jax import adversary, keys, losses, protocol
 from proface_jax.training.mesh import batch_sharding, is_multiprocess, replicate, replicated
 from proface_jax.training.state import (TrainState, flow_config, learning_rate_schedule, loss_config, make_optimizer,
                                         step_config)
@@ -34,27 +35,40 @@ def step_keys(rng, batch_size: int, height: int, width: int):
     return keys.random_key(k1, batch_size, height, width), keys.random_key(k2, batch_size, height, width)
 
 
-def loss_fn(params, batch, rng, lpips_params, config):
+def loss_fn(params, batch, rng, lpips_params, config, attacker_params=None):
+    """(total, (terms, stored ŷ)); with `attacker_params`, the total adds adversary.weight × the
+    keyless attacker's advantage from ŷ over y (`proface_jax.adversary.advantage`)."""
     x, y = batch["x"], batch["y"]
     b, h, w, _ = x.shape
     K, K_wrong = step_keys(rng, b, h, w)
     out = forward(params, x, y, K, K_wrong, config)
     total, terms = losses.total_loss(x, y, out["protected"], out["recovered"], out["wrong"], lpips_params,
                                      loss_config(config))
-    return total, terms
+    if attacker_params is not None:
+        adv = adversary.advantage(attacker_params, out["stored"], y, x, int(config.adversary.width))
+        total = total + float(config.adversary.weight) * adv
+        terms = dict(terms, loss=total, adv_advantage=adv)
+    return total, (terms, out["stored"])
 
 
 def train_step(state: TrainState, batch, rng, lpips_params, config):
-    """One update. Pure: (state, {'x', 'y'}, rng, frozen LPIPS params or None) -> (state, scalar metrics)."""
+    """One update. Pure: (state, {'x', 'y'}, rng, frozen LPIPS params or None) -> (state, scalar metrics).
+    With config.adversary on, the keyless attacker then takes its step(s) on this batch's ŷ."""
     tx = make_optimizer(config)
     grads_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, terms), grads = grads_fn(state.params, batch, rng, lpips_params, config)
+    playing = adversary.enabled(config)
+    (_, (terms, stored)), grads = grads_fn(state.params, batch, rng, lpips_params, config,
+                                           state.adversary["params"] if playing else None)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = jax.tree_util.tree_map(lambda u: u * state.lr_scale, updates)
     params = optax.apply_updates(state.params, updates)
     lr = learning_rate_schedule(config)(state.step) * state.lr_scale
     m = dict(terms, grad_norm=optax.tree.norm(grads), lr=lr)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), m
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if playing:
+        attacker, m["adv_l1"] = adversary.update(state.adversary, stored, batch["x"], config)
+        new = new.replace(adversary=attacker)
+    return new, m
 
 
 def eval_step(params, batch, lpips_params, config):
