@@ -76,6 +76,10 @@ def card(ck, R: dict, label: str, metrics_rows: list[dict], hardware: str, wall_
                if loss.get('wr_reid_hinge') else "")
             + (f", ObfsWR residual decorrelation weight {loss.get('obfs_decorrelate', 0.0)}, ObfsWR L1 triplet "
                f"margin {loss.get('obfs_l1_triplet_margin', 0.0)}." if mode == "obfswr" else ".")]
+    adv = cfg.get("adversary") or {}
+    if float(adv.get("weight", 0.0)) > 0:
+        out.append(f"* Keyless adversary (proface_jax.adversary): weight {adv.get('weight')}, attacker width "
+                   f"{adv.get('width')}, {adv.get('updates')} Adam step(s) of lr {adv.get('lr')} per training step.")
     if hardware:
         out.append(f"* Hardware: {hardware}.")
     if wall_time:

@@ -98,12 +98,48 @@ def optimizer(config) -> optax.GradientTransformation:
 
 
 def init_state(config) -> dict:
-    """{'params', 'opt_state'} of a fresh attacker for this training config (seeded by config.seed)."""
+    """{'params', 'opt_state'} of the attacker for this training config: fresh (seeded by config.seed),
+    or the params of `adversary.init_from` (a file of `save_params`) with a fresh Adam state."""
     a = config.adversary
     if int(a.width) < 1 or int(a.updates) < 1 or float(a.lr) <= 0:
         raise ValueError(f"adversary: width and updates must be >= 1 and lr > 0, got {dict(a)}")
     params = init_params(int(a.width), (int(config.image_size), int(config.image_size), 3), int(config.seed) + 24)
+    if a.get("init_from", ""):
+        params = load_params(a.init_from, like=params)
     return {"params": params, "opt_state": optimizer(config).init(params)}
+
+
+def save_params(path, params) -> None:
+    """An attacker's params as msgpack (flax.serialization), written atomically."""
+    import flax.serialization
+
+    from proface_jax.images import atomic_write_bytes
+
+    atomic_write_bytes(path, flax.serialization.msgpack_serialize(jax.device_get(params)))
+
+
+def load_params(path, like: dict) -> dict:
+    """Params saved by `save_params`, checked leaf by leaf against `like` (an AttackNet of the wanted
+    width): a file of another width, a truncated or foreign file is refused by name."""
+    import flax.serialization
+
+    try:
+        raw = flax.serialization.msgpack_restore(open(path, "rb").read())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"adversary.init_from: no such file {path}") from None
+    except Exception as e:  # msgpack raises several kinds on corrupt input
+        raise ValueError(f"adversary.init_from {path}: not an attacker params file ({type(e).__name__}: {e})") from None
+    want = jax.tree_util.tree_flatten_with_path(like)[0]
+    try:
+        got = jax.tree_util.tree_flatten_with_path(raw)[0]
+    except Exception:
+        got = []
+    want_shapes = {jax.tree_util.keystr(k): np.shape(v) for k, v in want}
+    got_shapes = {jax.tree_util.keystr(k): np.shape(v) for k, v in got}
+    if want_shapes != got_shapes:
+        raise ValueError(f"adversary.init_from {path}: its params do not fit an attacker of width {like['Conv_0']['bias'].shape[0]}"
+                         f" (leaves/shapes differ: {sorted(set(want_shapes.items()) ^ set(got_shapes.items()))[:4]})")
+    return jax.tree_util.tree_map(lambda _, v: jnp.asarray(v, jnp.float32), like, raw)
 
 
 def update(adv_state: dict, stored, x, config):

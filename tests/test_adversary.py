@@ -109,7 +109,8 @@ def test_loss_adds_weighted_advantage():
     assert adv > 0  # at init ŷ ≈ y, yet 8-bit ŷ carries a trace of x
     assert float(terms_on["adv_advantage"]) == pytest.approx(adv, rel=1e-6)
     assert float(total_on) == pytest.approx(float(total_off) + 3.0 * adv, rel=1e-6)
-    assert float(terms_on["loss"]) == float(total_on)
+    assert float(terms_on["loss_adversarial"]) == float(total_on)
+    assert float(terms_on["loss"]) == float(total_off)  # what the explosion guard watches
 
 
 def test_bad_adversary_config_is_named():
@@ -162,3 +163,24 @@ def test_resume_with_other_adversary_settings_is_refused(tmp_path, faces_dir):
     c.adversary.weight, c.adversary.width, c.num_train_steps = 1.0, WIDTH, 2
     with pytest.raises(ValueError, match="trained with no adversary"):
         train.train_and_evaluate(c, tmp_path)
+
+
+def test_attacker_params_save_load_and_refusals(tmp_path):
+    p = adversary.init_params(WIDTH, (16, 16, 3), 5)
+    path = tmp_path / "att.msgpack"
+    adversary.save_params(path, p)
+    back = adversary.load_params(path, like=adversary.init_params(WIDTH, (16, 16, 3), 6))
+    for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A training config picks them up (and a fresh Adam state).
+    c = _config(init_from=str(path))
+    st = adversary.init_state(c)
+    np.testing.assert_array_equal(np.asarray(st["params"]["Conv_0"]["kernel"]), np.asarray(p["Conv_0"]["kernel"]))
+    with pytest.raises(ValueError, match="do not fit an attacker of width 8"):
+        adversary.load_params(path, like=adversary.init_params(8, (16, 16, 3), 0))
+    bad = tmp_path / "bad.msgpack"
+    bad.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ValueError, match="not an attacker params file"):
+        adversary.load_params(bad, like=p)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        adversary.load_params(tmp_path / "missing", like=p)

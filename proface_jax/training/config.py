@@ -99,7 +99,9 @@ def base_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # ---- a keyless attacker trained alongside the flow (proface_jax.adversary): it learns ŷ -> x
     # (`updates` Adam steps per training step, L1), and the flow pays `weight` × how much closer to x
     # it gets from ŷ than from y. weight 0: off (the paper); the attacker is never exported
-    c.adversary = ml_collections.ConfigDict(dict(weight=0.0, width=16, lr=1e-3, updates=1))
+    # init_from: an attacker's params (adversary.save_params, e.g. benchmarks/keyless_probe.py --save):
+    # one that already reads the leak, so the flow is pushed from the first step
+    c.adversary = ml_collections.ConfigDict(dict(weight=0.0, width=16, lr=1e-3, updates=1, init_from=""))
 
     # ---- optimiser: Adam; weight decay is PyTorch Adam's (L2 added to the gradient)
     c.optim = ml_collections.ConfigDict()

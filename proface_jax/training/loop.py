@@ -236,6 +236,8 @@ class _Run:
         m = host_scalars(m)
         loss = m["loss"]
         reason = self.guard.check(loss) if config.guard.enabled else None
+        if reason is None and config.guard.enabled and not math.isfinite(m.get("loss_adversarial", 0.0)):
+            reason = f"non-finite loss with the adversary term ({m['loss_adversarial']})"
         if reason is not None:
             return self.roll_back(step, reason, obf_name), False
         self.state = new_state

@@ -36,8 +36,9 @@ def step_keys(rng, batch_size: int, height: int, width: int):
 
 
 def loss_fn(params, batch, rng, lpips_params, config, attacker_params=None):
-    """(total, (terms, stored ŷ)); with `attacker_params`, the total adds adversary.weight × the
-    keyless attacker's advantage from ŷ over y (`proface_jax.adversary.advantage`)."""
+    """(total, (terms, stored ŷ)); with `attacker_params`, the total (terms["loss_adversarial"]; terms["loss"]
+    stays the losses' own) adds adversary.weight × the keyless attacker's advantage from ŷ over y
+    (`proface_jax.adversary.advantage`)."""
     x, y = batch["x"], batch["y"]
     b, h, w, _ = x.shape
     K, K_wrong = step_keys(rng, b, h, w)
@@ -46,8 +47,10 @@ def loss_fn(params, batch, rng, lpips_params, config, attacker_params=None):
                                      loss_config(config))
     if attacker_params is not None:
         adv = adversary.advantage(attacker_params, out["stored"], y, x, int(config.adversary.width))
+        # "loss" stays the flow's own objective (logged, and what the explosion guard watches: the
+        # attacker finding the leak makes this term jump, which is the game, not a blow-up)
         total = total + float(config.adversary.weight) * adv
-        terms = dict(terms, loss=total, adv_advantage=adv)
+        terms = dict(terms, loss_adversarial=total, adv_advantage=adv)
     return total, (terms, out["stored"])
 
 
