@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from proface_jax.losses import l1_per_image
+
 
 class AttackNet(nn.Module):
     """A small U-Net (two down/up levels, skip connections, residual output): ŷ -> x estimate."""
@@ -66,10 +68,6 @@ def init_params(width: int, input_shape, seed: int) -> dict:
         return jnp.zeros(leaf.shape, jnp.float32)
 
     return jax.tree_util.tree_map(draw, shapes["params"])
-
-
-def l1_per_image(a, b):
-    return jnp.mean(jnp.abs(a - b), axis=(1, 2, 3))
 
 
 def apply(params, images, width: int):
