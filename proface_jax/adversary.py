@@ -21,6 +21,8 @@ training state (`TrainState.adversary`), so checkpoints and resumes carry them.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -122,7 +124,7 @@ def load_params(path, like: dict) -> dict:
     import flax.serialization
 
     try:
-        raw = flax.serialization.msgpack_restore(open(path, "rb").read())
+        raw = flax.serialization.msgpack_restore(Path(path).read_bytes())
     except FileNotFoundError:
         raise FileNotFoundError(f"adversary.init_from: no such file {path}") from None
     except Exception as e:  # msgpack raises several kinds on corrupt input
@@ -149,7 +151,7 @@ def update(adv_state: dict, stored, x, config):
         return jnp.mean(l1_per_image(apply(p, stored, width), x))
 
     # A Python loop (unrolled), not lax.scan: XLA:CPU ran the convolutions' weight gradients
-    # inside a scan body ~50× slower than the same step outside one.
+    # inside a scan body ~25× slower than the same steps unrolled (2 updates, b12 @64: 23.9 vs 0.94 s).
     params, opt_state = adv_state["params"], adv_state["opt_state"]
     for _ in range(int(config.adversary.updates)):
         value, g = jax.value_and_grad(loss)(params)

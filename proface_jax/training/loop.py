@@ -109,6 +109,7 @@ def _check_same_adversary(saved_config: Path, config) -> None:
                          "resume with the run's own adversary settings, or start a new workdir "
                          "(--config.init_from=<its .pfj> keeps the flow)")
 
+
 class _Run:
     """One call of `train_and_evaluate`: the state, the guard, the iterator and the bookkeeping."""
 
